@@ -1,0 +1,59 @@
+//! `pixfork`: the front/master process. Thin on purpose: parse flags, set up
+//! logging and the runtime, bind, and hand over to `pixfork::master::run`.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use pixfork::config::{LogFormat, MasterArgs};
+use pixfork::master::{self, MasterError, EXIT_BOOT_ERROR};
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PIXFORK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = MasterArgs::parse();
+    init_logs(args.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pixfork: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "listening");
+        master::run(args, listener)
+            .await
+            .map_err(anyhow::Error::from)
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("pixfork: {e:#}");
+            match e.downcast_ref::<MasterError>() {
+                Some(MasterError::Boot(_) | MasterError::WorkerBinMissing(_)) => {
+                    ExitCode::from(EXIT_BOOT_ERROR)
+                }
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Command-line flags of both binaries, and the value parsers they share.
+//!
+//! Every master flag can also be set through an environment variable
+//! (`PIXFORK_<FLAG>`), which is how the systemd unit and containers configure
+//! the service without editing a command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::proto::Limits;
+
+/// Parses `30s`, `500ms`, `2m`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("invalid duration {s:?}: {e} (try 30s or 500ms)"))
+}
+
+/// Parses a byte size: `1048576`, `512KiB`, `32MiB`, `1GiB` (decimal `MB` also accepted).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    s.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| format!("invalid size {s:?}: {e} (try 32MiB)"))
+}
+
+/// Output style of the logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Flags of `pixfork`, the front/master process.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "pixfork",
+    version,
+    about = "Image-processing HTTP service: a tokio/hyper front over pre-forked, crash-isolated workers"
+)]
+pub struct MasterArgs {
+    /// Address to listen on. Port 0 picks a free port; the bound address is logged.
+    #[arg(long, env = "PIXFORK_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Number of worker processes [default: the number of available cores].
+    #[arg(long, env = "PIXFORK_WORKERS", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub workers: Option<u32>,
+
+    /// Path of the `pixfork-worker` binary [default: beside this executable].
+    #[arg(long, env = "PIXFORK_WORKER_BIN")]
+    pub worker_bin: Option<PathBuf>,
+
+    /// Deadline of one request inside a worker; past it the worker is killed
+    /// and the client gets 504.
+    #[arg(long, env = "PIXFORK_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Requests that may wait for a free worker; past it requests get 503 at once.
+    #[arg(long, env = "PIXFORK_QUEUE_DEPTH", default_value_t = 64)]
+    pub queue_depth: usize,
+
+    /// Longest wait for a free worker before answering 503.
+    #[arg(long, env = "PIXFORK_QUEUE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub queue_timeout: Duration,
+
+    /// Largest request body; larger bodies get 413 before they are read.
+    #[arg(long, env = "PIXFORK_MAX_BODY", default_value = "32MiB", value_parser = parse_size)]
+    pub max_body: u64,
+
+    /// Largest width x height of one image (of the canvas, for animations).
+    #[arg(long, env = "PIXFORK_MAX_PIXELS", default_value_t = 50_000_000)]
+    pub max_pixels: u64,
+
+    /// Largest number of frames of an animation.
+    #[arg(long, env = "PIXFORK_MAX_FRAMES", default_value_t = 1000)]
+    pub max_frames: u32,
+
+    /// Largest width x height summed over all frames of an animation.
+    #[arg(long, env = "PIXFORK_MAX_TOTAL_PIXELS", default_value_t = 200_000_000)]
+    pub max_total_pixels: u64,
+
+    /// How long SIGTERM/SIGINT waits for accepted requests before stopping anyway.
+    #[arg(long, env = "PIXFORK_GRACEFUL_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub graceful_timeout: Duration,
+
+    /// Log output format.
+    #[arg(long, env = "PIXFORK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl MasterArgs {
+    /// The decode limits every request carries to its worker.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_pixels: self.max_pixels,
+            max_frames: self.max_frames,
+            max_total_pixels: self.max_total_pixels,
+        }
+    }
+
+    /// Worker count: the flag, or the cores this process may run on.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            Some(n) => n as usize,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+}
+
+/// Flags of `pixfork-worker`. The master passes them; people do not run
+/// workers by hand.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "pixfork-worker",
+    version,
+    about = "pixfork image worker (started by pixfork)"
+)]
+pub struct WorkerArgs {
+    /// The inherited Unix socket connected to the master.
+    #[arg(long, default_value_t = 3)]
+    pub fd: i32,
+
+    /// Slot number, for logs.
+    #[arg(long, default_value_t = 0)]
+    pub slot: usize,
+
+    /// The master's pid: if it is already gone at start-up, exit at once.
+    #[arg(long)]
+    pub parent_pid: Option<i32>,
+
+    /// Largest request payload accepted from the master.
+    #[arg(long, default_value = "32MiB", value_parser = parse_size)]
+    pub max_payload: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_units() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn sizes_take_binary_suffixes() {
+        assert_eq!(parse_size("32MiB"), Ok(32 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn defaults_parse() {
+        let a = MasterArgs::try_parse_from(["pixfork"]).expect("defaults");
+        assert_eq!(a.max_body, 32 << 20);
+        assert_eq!(a.timeout, Duration::from_secs(30));
+        assert_eq!(a.limits(), Limits::default());
+        assert!(a.worker_count() >= 1);
+    }
+}

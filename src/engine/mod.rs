@@ -1,0 +1,251 @@
+//! The image engine: decode, transform and encode one image under limits.
+//!
+//! It runs only inside worker processes, single-threaded, as a pure function
+//! of `(Task, bytes)` ([`run`]). Hostile input is the normal case here: the
+//! format is sniffed from the bytes, the canvas and frame budget are checked
+//! from the header before any pixel buffer exists, and every failure comes
+//! back as a typed [`WorkError`] rather than a panic. (A panic is still caught
+//! by the worker, but it costs a process restart, so it is treated as a bug.)
+//!
+//! Pipeline, timed stage by stage into [`Timing`]:
+//!
+//! 1. **decode** (`decode.rs`): sniff the format (`sniff.rs`), check the
+//!    limits (`limits.rs`), decode every frame (GIF, animated WebP and APNG
+//!    stay animations);
+//! 2. **ops** (`ops.rs`): apply the EXIF orientation, then each op in order,
+//!    to every frame;
+//! 3. **encode** (`encode.rs`): write the requested format (or the input's
+//!    family; any animation becomes an animated GIF), without metadata.
+//!
+//! # Test ops
+//!
+//! `TestSleep`, `TestPanic`, `TestAbort` and `TestSegv` exist for the
+//! crash-isolation tests and only work with the `test-ops` feature (without
+//! it any of them is a `BadParameter` error). They run first, before
+//! decoding, so they work with any body, even an empty one. If the request
+//! has nothing but test ops, decoding is skipped and the product is an
+//! [`ImageInfo`] with format `"none"` and zero sizes (only `bytes` is
+//! filled), so a sleep request with an empty body still succeeds. Otherwise
+//! the remaining real ops run as usual.
+
+mod decode;
+mod encode;
+mod error;
+mod limits;
+mod ops;
+mod sniff;
+
+#[cfg(test)]
+mod tests;
+
+use std::time::Instant;
+
+use image::{ColorType, DynamicImage};
+
+use crate::proto::{ImageInfo, ImageMeta, Op, OutputFormat, Task, Timing, WorkError};
+
+use decode::{AnimFrame, Animation, Content, Decoded};
+use error::EngineError;
+
+/// What a successful [`run`] produces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Product {
+    /// An encoded image (the reply payload) and its description.
+    Image { bytes: Vec<u8>, meta: ImageMeta },
+    /// The answer of the `info` op.
+    Info(ImageInfo),
+}
+
+/// Runs a task on raw input bytes.
+///
+/// Never panics on bad input (a panic is a bug; the caller catches it). The
+/// [`Timing`] is filled with the microseconds each stage took, also when the
+/// task fails (stages not reached stay 0), so slow failures show up in
+/// `Server-Timing` too.
+///
+/// `Op::Info` must be the only (non-test) op; it answers with
+/// [`Product::Info`] describing the stored image (dimensions before EXIF
+/// orientation). It still decodes every frame, so that `info` never vouches
+/// for a file the other ops would reject as damaged.
+///
+/// An animated input written with an explicit `jpeg`, `png` or `webp` output
+/// format keeps its first frame only; with no format or `gif` it stays an
+/// animated GIF with its delays and loop count.
+pub fn run(task: &Task, input: &[u8]) -> (Result<Product, WorkError>, Timing) {
+    let mut timing = Timing::default();
+    let result = run_task(task, input, &mut timing).map_err(WorkError::from);
+    (result, timing)
+}
+
+fn run_task(task: &Task, input: &[u8], timing: &mut Timing) -> Result<Product, EngineError> {
+    let (test_ops, ops): (Vec<&Op>, Vec<&Op>) = task.ops.iter().partition(|op| is_test_op(op));
+    if !test_ops.is_empty() {
+        run_test_ops(&test_ops)?;
+        if ops.is_empty() {
+            return Ok(Product::Info(empty_info(input.len())));
+        }
+    }
+
+    if ops.iter().any(|op| matches!(op, Op::Info)) {
+        if ops.len() != 1 {
+            return Err(EngineError::BadParameter(
+                "info cannot be combined with other operations".to_string(),
+            ));
+        }
+        let started = Instant::now();
+        let decoded = decode::decode(input, &task.limits);
+        timing.decode_us = micros_since(started);
+        return Ok(Product::Info(info_of(&decoded?, input.len())));
+    }
+
+    let started = Instant::now();
+    let decoded = decode::decode(input, &task.limits);
+    timing.decode_us = micros_since(started);
+    let decoded = decoded?;
+    let input_format = decoded.format;
+
+    let started = Instant::now();
+    let content = orient(decoded.content, decoded.orientation);
+    let content = ops::apply(content, &ops, &task.limits);
+    timing.ops_us = micros_since(started);
+    let content = content?;
+
+    let format = task.output.format.unwrap_or(match content {
+        Content::Animation(_) => OutputFormat::Gif,
+        Content::Still(_) => input_format.default_output(),
+    });
+    let started = Instant::now();
+    let encoded = encode::encode(content, format, task.output.quality);
+    timing.encode_us = micros_since(started);
+    let (bytes, meta) = encoded?;
+    Ok(Product::Image { bytes, meta })
+}
+
+fn micros_since(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Applies the EXIF orientation so that every op sees the picture upright,
+/// as a viewer would show it (the output carries no EXIF to do it later).
+fn orient(content: Content, orientation: image::metadata::Orientation) -> Content {
+    if orientation == image::metadata::Orientation::NoTransforms {
+        return content;
+    }
+    match content {
+        Content::Still(mut image) => {
+            image.apply_orientation(orientation);
+            Content::Still(image)
+        }
+        Content::Animation(Animation { frames, loop_count }) => Content::Animation(Animation {
+            frames: frames
+                .into_iter()
+                .map(|frame| {
+                    let mut image = DynamicImage::ImageRgba8(frame.image);
+                    image.apply_orientation(orientation);
+                    AnimFrame {
+                        image: image.into_rgba8(),
+                        delay_ms: frame.delay_ms,
+                    }
+                })
+                .collect(),
+            loop_count,
+        }),
+    }
+}
+
+fn is_test_op(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::TestSleep { .. } | Op::TestPanic | Op::TestAbort | Op::TestSegv
+    )
+}
+
+/// Executes the test ops in order (feature `test-ops`).
+#[cfg(feature = "test-ops")]
+fn run_test_ops(test_ops: &[&Op]) -> Result<(), EngineError> {
+    for op in test_ops {
+        match op {
+            Op::TestSleep { ms } => std::thread::sleep(std::time::Duration::from_millis(*ms)),
+            Op::TestPanic => panic!("test panic"),
+            Op::TestAbort => std::process::abort(),
+            Op::TestSegv => {
+                use nix::sys::signal::{raise, Signal};
+                // Rust's runtime has its own SIGSEGV handler (stack-overflow
+                // detection); for a fault outside a guard page it restores
+                // the default action and returns. The second raise then
+                // kills the process with SIGSEGV as a real crash would.
+                let _ = raise(Signal::SIGSEGV);
+                let _ = raise(Signal::SIGSEGV);
+                std::process::abort();
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Without the `test-ops` feature the test ops are refused.
+#[cfg(not(feature = "test-ops"))]
+fn run_test_ops(_test_ops: &[&Op]) -> Result<(), EngineError> {
+    Err(EngineError::BadParameter(
+        "test ops are disabled in this build".to_string(),
+    ))
+}
+
+/// The product of a request made only of test ops: nothing was decoded.
+fn empty_info(bytes: usize) -> ImageInfo {
+    ImageInfo {
+        format: "none".to_string(),
+        width: 0,
+        height: 0,
+        frames: 0,
+        has_alpha: false,
+        delays_ms: Vec::new(),
+        loop_count: None,
+        color_type: "none".to_string(),
+        bit_depth: 0,
+        orientation: 1,
+        bytes: bytes as u64,
+    }
+}
+
+fn info_of(decoded: &Decoded, bytes: usize) -> ImageInfo {
+    let (delays_ms, loop_count) = match &decoded.content {
+        Content::Animation(anim) => (
+            anim.frames.iter().map(|f| f.delay_ms).collect(),
+            anim.loop_count,
+        ),
+        Content::Still(_) => (Vec::new(), None),
+    };
+    let ct = decoded.color_type;
+    let channels = u16::from(ct.channel_count()).max(1);
+    ImageInfo {
+        format: decoded.format.name().to_string(),
+        width: decoded.width,
+        height: decoded.height,
+        frames: decoded.content.frame_count(),
+        has_alpha: ct.has_alpha(),
+        delays_ms,
+        loop_count,
+        color_type: color_type_name(ct),
+        bit_depth: u8::try_from(ct.bits_per_pixel() / channels).unwrap_or(u8::MAX),
+        orientation: decoded.orientation.to_exif(),
+        bytes: bytes as u64,
+    }
+}
+
+fn color_type_name(ct: ColorType) -> String {
+    match ct {
+        ColorType::L8 => "l8".to_string(),
+        ColorType::La8 => "la8".to_string(),
+        ColorType::Rgb8 => "rgb8".to_string(),
+        ColorType::Rgba8 => "rgba8".to_string(),
+        ColorType::L16 => "l16".to_string(),
+        ColorType::La16 => "la16".to_string(),
+        ColorType::Rgb16 => "rgb16".to_string(),
+        ColorType::Rgba16 => "rgba16".to_string(),
+        ColorType::Rgb32F => "rgb32f".to_string(),
+        ColorType::Rgba32F => "rgba32f".to_string(),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}

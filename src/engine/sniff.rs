@@ -1,0 +1,349 @@
+//! Byte-level checks that run before (or beside) the real decoders.
+//!
+//! * [`detect`]: the format comes from the magic bytes only. File names and
+//!   content types are client-controlled and routinely wrong (an HTML error
+//!   page saved as `.jpg`), so they are never consulted.
+//! * [`jpeg_is_complete`]: zune-jpeg fills a truncated scan with grey and
+//!   reports success, so completeness has to be checked by hand.
+//! * [`gif_loop_count`]: `image` folds "no NETSCAPE block" (play once) and
+//!   "loop forever" into the same value, so the block is read directly.
+
+use image::ImageFormat;
+
+use crate::proto::OutputFormat;
+
+use super::error::EngineError;
+
+/// The input formats the engine decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputFormat {
+    Jpeg,
+    Png,
+    Gif,
+    Webp,
+    Bmp,
+    Tiff,
+    Ico,
+}
+
+impl InputFormat {
+    /// Lower-case name, as reported by the `info` op.
+    pub fn name(self) -> &'static str {
+        match self {
+            InputFormat::Jpeg => "jpeg",
+            InputFormat::Png => "png",
+            InputFormat::Gif => "gif",
+            InputFormat::Webp => "webp",
+            InputFormat::Bmp => "bmp",
+            InputFormat::Tiff => "tiff",
+            InputFormat::Ico => "ico",
+        }
+    }
+
+    /// Upper-case name for error messages.
+    pub fn label(self) -> &'static str {
+        match self {
+            InputFormat::Jpeg => "JPEG",
+            InputFormat::Png => "PNG",
+            InputFormat::Gif => "GIF",
+            InputFormat::Webp => "WebP",
+            InputFormat::Bmp => "BMP",
+            InputFormat::Tiff => "TIFF",
+            InputFormat::Ico => "ICO",
+        }
+    }
+
+    /// The output format used when the request names none (for a still
+    /// image): stay in the input's family; formats we cannot write become PNG
+    /// because it is lossless and keeps alpha and 16-bit depth.
+    pub fn default_output(self) -> OutputFormat {
+        match self {
+            InputFormat::Jpeg => OutputFormat::Jpeg,
+            InputFormat::Gif => OutputFormat::Gif,
+            InputFormat::Webp => OutputFormat::Webp,
+            InputFormat::Png | InputFormat::Bmp | InputFormat::Tiff | InputFormat::Ico => {
+                OutputFormat::Png
+            }
+        }
+    }
+}
+
+/// Identifies the format from the magic bytes.
+///
+/// Anything we do not decode, including empty and unrecognisable input, is
+/// `Unsupported`; AVIF gets its own message because clients often expect it.
+pub fn detect(data: &[u8]) -> Result<InputFormat, EngineError> {
+    if is_avif(data) {
+        return Err(EngineError::Unsupported(
+            "AVIF is not supported".to_string(),
+        ));
+    }
+    match image::guess_format(data) {
+        Ok(ImageFormat::Jpeg) => Ok(InputFormat::Jpeg),
+        Ok(ImageFormat::Png) => Ok(InputFormat::Png),
+        Ok(ImageFormat::Gif) => Ok(InputFormat::Gif),
+        Ok(ImageFormat::WebP) => Ok(InputFormat::Webp),
+        Ok(ImageFormat::Bmp) => Ok(InputFormat::Bmp),
+        Ok(ImageFormat::Tiff) => Ok(InputFormat::Tiff),
+        Ok(ImageFormat::Ico) => Ok(InputFormat::Ico),
+        Ok(ImageFormat::Avif) => Err(EngineError::Unsupported(
+            "AVIF is not supported".to_string(),
+        )),
+        Ok(other) => Err(EngineError::Unsupported(format!(
+            "unsupported image format ({})",
+            other.extensions_str().first().copied().unwrap_or("unknown")
+        ))),
+        Err(_) => Err(EngineError::Unsupported(
+            "unsupported or unrecognised image format".to_string(),
+        )),
+    }
+}
+
+/// An ISO-BMFF `ftyp` box whose major or compatible brands name AVIF.
+/// `image::guess_format` only knows the exact `ftypavif` major brand.
+fn is_avif(data: &[u8]) -> bool {
+    if data.len() < 12 || &data[4..8] != b"ftyp" {
+        return false;
+    }
+    let box_len = u32::from_be_bytes([data[0], data[1], data[2], data[3]]) as usize;
+    let end = box_len.clamp(12, 64).min(data.len());
+    // Major brand at 8..12, minor version at 12..16, compatible brands after.
+    let brands =
+        std::iter::once(&data[8..12]).chain(data.get(16..end).unwrap_or(&[]).chunks_exact(4));
+    brands.into_iter().any(|b| b == b"avif" || b == b"avis")
+}
+
+/// Width and height from a PNG's IHDR chunk, which must come first.
+///
+/// Read by hand so that a header declaring billions of pixels gets the
+/// pixel-limit message before the png crate sizes any buffer from it.
+pub fn png_dimensions(data: &[u8]) -> Option<(u32, u32)> {
+    if data.get(12..16)? != b"IHDR" {
+        return None;
+    }
+    let w = u32::from_be_bytes(data.get(16..20)?.try_into().ok()?);
+    let h = u32::from_be_bytes(data.get(20..24)?.try_into().ok()?);
+    Some((w, h))
+}
+
+/// Whether the first image of a TIFF is tiled with separate colour planes
+/// (PlanarConfiguration 2, more than one sample per pixel).
+///
+/// tiff 0.11 panics on such files (legal, but rare) instead of returning an
+/// error; they are refused up front as unsupported. Unparseable headers
+/// answer `false` and are left to the decoder's own error reporting.
+pub fn tiff_is_tiled_planar(data: &[u8]) -> bool {
+    tiled_planar(data).unwrap_or(false)
+}
+
+fn tiled_planar(data: &[u8]) -> Option<bool> {
+    let le = match data.get(0..2)? {
+        b"II" => true,
+        b"MM" => false,
+        _ => return None,
+    };
+    let u16_at = |at: usize| -> Option<u64> {
+        let b: [u8; 2] = data.get(at..at + 2)?.try_into().ok()?;
+        Some(u64::from(if le {
+            u16::from_le_bytes(b)
+        } else {
+            u16::from_be_bytes(b)
+        }))
+    };
+    let u32_at = |at: usize| -> Option<u64> {
+        let b: [u8; 4] = data.get(at..at + 4)?.try_into().ok()?;
+        Some(u64::from(if le {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        }))
+    };
+    let u64_at = |at: usize| -> Option<u64> {
+        let b: [u8; 8] = data.get(at..at + 8)?.try_into().ok()?;
+        Some(if le {
+            u64::from_le_bytes(b)
+        } else {
+            u64::from_be_bytes(b)
+        })
+    };
+    // Classic TIFF: 2-byte entry count, 12-byte entries with a 4-byte value
+    // field. BigTIFF: 8-byte count, 20-byte entries, 8-byte value field.
+    let (big, ifd) = match u16_at(2)? {
+        42 => (false, usize::try_from(u32_at(4)?).ok()?),
+        43 => (true, usize::try_from(u64_at(8)?).ok()?),
+        _ => return None,
+    };
+    let (count, first, entry_len) = if big {
+        (u64_at(ifd)?, ifd + 8, 20)
+    } else {
+        (u16_at(ifd)?, ifd + 2, 12)
+    };
+    let (mut tiled, mut planar, mut samples) = (false, 1, 1);
+    for i in 0..usize::try_from(count.min(4096)).ok()? {
+        let entry = first + i * entry_len;
+        let tag = u16_at(entry)?;
+        let kind = u16_at(entry + 2)?;
+        let value_at = entry + if big { 12 } else { 8 };
+        // Only inline SHORT and LONG values matter for these tags.
+        let value = match kind {
+            3 => u16_at(value_at),
+            4 => u32_at(value_at),
+            16 => u64_at(value_at),
+            _ => None,
+        };
+        match (tag, value) {
+            (277, Some(v)) => samples = v,
+            (284, Some(v)) => planar = v,
+            (322, _) => tiled = true,
+            _ => {}
+        }
+    }
+    Some(tiled && planar == 2 && samples > 1)
+}
+
+/// Whether a JPEG stream reaches its end-of-image marker.
+///
+/// Walks the marker segments and entropy-coded scans from SOI to EOI. If the
+/// structure is not what the walker expects (garbage between segments, which
+/// lenient decoders tolerate), it falls back to "an EOI marker follows the
+/// last SOS marker". Trailing bytes after EOI are allowed either way.
+pub fn jpeg_is_complete(data: &[u8]) -> bool {
+    match walk_jpeg(data) {
+        Some(complete) => complete,
+        None => eoi_after_last_sos(data),
+    }
+}
+
+/// `Some(true)`: EOI reached; `Some(false)`: the data ends first; `None`:
+/// unexpected structure.
+fn walk_jpeg(data: &[u8]) -> Option<bool> {
+    if !data.starts_with(&[0xFF, 0xD8]) {
+        return None;
+    }
+    let len = data.len();
+    let mut pos = 2;
+    loop {
+        if pos >= len {
+            return Some(false);
+        }
+        if data[pos] != 0xFF {
+            return None;
+        }
+        // Any number of 0xFF fill bytes may precede a marker.
+        while pos < len && data[pos] == 0xFF {
+            pos += 1;
+        }
+        if pos >= len {
+            return Some(false);
+        }
+        let marker = data[pos];
+        pos += 1;
+        match marker {
+            0xD9 => return Some(true),
+            // Standalone markers: no length field.
+            0x01 | 0xD0..=0xD7 => continue,
+            0x00 | 0xD8 => return None,
+            _ => {
+                if pos + 2 > len {
+                    return Some(false);
+                }
+                let seg_len = usize::from(u16::from_be_bytes([data[pos], data[pos + 1]]));
+                if seg_len < 2 {
+                    return None;
+                }
+                pos += seg_len;
+                if pos > len {
+                    return Some(false);
+                }
+                if marker == 0xDA {
+                    pos = match skip_entropy_coded(data, pos) {
+                        Some(next) => next,
+                        None => return Some(false),
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// Skips entropy-coded scan data; returns the position of the next marker's
+/// 0xFF, or `None` if the data ends inside the scan.
+fn skip_entropy_coded(data: &[u8], mut pos: usize) -> Option<usize> {
+    loop {
+        let ff = pos + data.get(pos..)?.iter().position(|&b| b == 0xFF)?;
+        match data.get(ff + 1)? {
+            // Stuffed zero byte and restart markers belong to the scan.
+            0x00 | 0xD0..=0xD7 => pos = ff + 2,
+            // A fill byte: the marker proper starts at the next 0xFF.
+            0xFF => pos = ff + 1,
+            _ => return Some(ff),
+        }
+    }
+}
+
+fn eoi_after_last_sos(data: &[u8]) -> bool {
+    let Some(sos) = data.windows(2).rposition(|w| w == [0xFF, 0xDA]) else {
+        return false;
+    };
+    data[sos + 2..].windows(2).any(|w| w == [0xFF, 0xD9])
+}
+
+/// The loop count of a GIF's NETSCAPE2.0 (or ANIMEXTS1.0) application
+/// extension: `Some(0)` loops forever, `Some(n)` repeats n times, `None` when
+/// the block is absent (the animation plays once).
+///
+/// Walks the GIF block structure rather than searching for the byte pattern,
+/// so LZW data that happens to contain it cannot fool it.
+pub fn gif_loop_count(data: &[u8]) -> Option<u32> {
+    let flags = *data.get(10)?;
+    let mut pos = 13;
+    if flags & 0x80 != 0 {
+        pos += 3 * (1usize << ((flags & 0x07) + 1));
+    }
+    loop {
+        match *data.get(pos)? {
+            // Extension: label, then sub-blocks.
+            0x21 => {
+                let label = *data.get(pos + 1)?;
+                pos += 2;
+                if label == 0xFF {
+                    let id_len = usize::from(*data.get(pos)?);
+                    let id = data.get(pos + 1..pos + 1 + id_len)?;
+                    if id == b"NETSCAPE2.0" || id == b"ANIMEXTS1.0" {
+                        let sub = pos + 1 + id_len;
+                        let size = *data.get(sub)?;
+                        if size >= 3 && *data.get(sub + 1)? == 1 {
+                            let lo = *data.get(sub + 2)?;
+                            let hi = *data.get(sub + 3)?;
+                            return Some(u32::from(u16::from_le_bytes([lo, hi])));
+                        }
+                    }
+                }
+                pos = skip_sub_blocks(data, pos)?;
+            }
+            // Image descriptor: 10 bytes, optional local colour table, LZW
+            // minimum code size, then sub-blocks.
+            0x2C => {
+                let local = *data.get(pos + 9)?;
+                pos += 10;
+                if local & 0x80 != 0 {
+                    pos += 3 * (1usize << ((local & 0x07) + 1));
+                }
+                pos = skip_sub_blocks(data, pos + 1)?;
+            }
+            // Trailer or garbage: no loop block seen.
+            _ => return None,
+        }
+    }
+}
+
+fn skip_sub_blocks(data: &[u8], mut pos: usize) -> Option<usize> {
+    loop {
+        let n = usize::from(*data.get(pos)?);
+        pos += 1;
+        if n == 0 {
+            return Some(pos);
+        }
+        pos += n;
+    }
+}

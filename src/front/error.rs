@@ -1,0 +1,149 @@
+//! API errors and their JSON bodies.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{header, Response, StatusCode};
+use serde::Serialize;
+
+use crate::pool::PoolError;
+use crate::proto::{ErrorKind, WorkError};
+
+/// Everything that can go wrong with a request, as the client sees it.
+/// Each variant has one status and one stable `code` string.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    BadParameter { param: String, message: String },
+    #[error("unknown parameter {0:?} for this operation")]
+    UnknownParameter(String),
+    #[error("unknown operation {0:?}; see the README for the list")]
+    UnknownOp(String),
+    #[error("no route for {0}")]
+    NotFound(String),
+    #[error("method {method} not allowed here; use {allow}")]
+    MethodNotAllowed { method: String, allow: &'static str },
+    #[error("request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    #[error("request body is empty; send the image bytes as the body")]
+    EmptyBody,
+    #[error("could not read the request body: {0}")]
+    BodyRead(String),
+    /// A typed failure from the engine (corrupt, unsupported, too large...).
+    #[error("{}", .0.message)]
+    Work(WorkError),
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Inner<'a>,
+}
+
+#[derive(Serialize)]
+struct Inner<'a> {
+    code: &'a str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    param: Option<&'a str>,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadParameter { .. } | ApiError::UnknownParameter(_) | ApiError::EmptyBody => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnknownOp(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Work(w) => match w.kind {
+                ErrorKind::BadParameter => StatusCode::BAD_REQUEST,
+                ErrorKind::Unsupported => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorKind::Corrupt => StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            ApiError::Pool(p) => match p {
+                PoolError::QueueFull | PoolError::QueueTimeout(_) | PoolError::ShuttingDown => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                PoolError::WorkerDied { .. } => StatusCode::BAD_GATEWAY,
+                PoolError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            },
+        }
+    }
+
+    /// Stable machine-readable code, documented in the README.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadParameter { .. } => "bad_parameter",
+            ApiError::UnknownParameter(_) => "unknown_parameter",
+            ApiError::UnknownOp(_) => "unknown_op",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::BodyTooLarge { .. } => "body_too_large",
+            ApiError::EmptyBody => "empty_body",
+            ApiError::BodyRead(_) => "bad_body",
+            ApiError::Work(w) => match w.kind {
+                ErrorKind::BadParameter => "bad_parameter",
+                ErrorKind::Unsupported => "unsupported_format",
+                ErrorKind::Corrupt => "corrupt_image",
+                ErrorKind::TooLarge => "image_too_large",
+                ErrorKind::Internal => "internal_error",
+            },
+            ApiError::Pool(p) => match p {
+                PoolError::QueueFull => "queue_full",
+                PoolError::QueueTimeout(_) => "queue_timeout",
+                PoolError::ShuttingDown => "shutting_down",
+                PoolError::WorkerDied { .. } => "worker_crashed",
+                PoolError::Timeout { .. } => "worker_timeout",
+            },
+        }
+    }
+
+    fn param(&self) -> Option<&str> {
+        match self {
+            ApiError::BadParameter { param, .. } => Some(param),
+            ApiError::UnknownParameter(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The JSON error response. Request id and timing headers are added by
+    /// the caller, as for every response.
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let status = self.status();
+        let body = Body {
+            error: Inner {
+                code: self.code(),
+                message: self.to_string(),
+                param: self.param(),
+            },
+        };
+        let json = serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"error\":{}}".to_vec());
+        let mut resp = Response::new(Full::new(Bytes::from(json)));
+        *resp.status_mut() = status;
+        let headers = resp.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        if let ApiError::MethodNotAllowed { allow, .. } = &self {
+            headers.insert(header::ALLOW, header::HeaderValue::from_static(allow));
+        }
+        resp
+    }
+}
+
+/// Shorthand for a parameter error that names the parameter.
+pub fn bad(param: &str, message: impl Into<String>) -> ApiError {
+    ApiError::BadParameter {
+        param: param.to_string(),
+        message: message.into(),
+    }
+}

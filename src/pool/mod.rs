@@ -1,0 +1,328 @@
+//! The worker pool: numbered slots, a bounded dispatch queue, deadlines, and
+//! a supervisor per slot that spawns, reaps and respawns its worker.
+//!
+//! Each slot is one tokio task that owns its worker outright (the child
+//! handle and the master end of the socket). Slots *pull* jobs from one
+//! bounded MPMC queue, so a slot only takes work while its worker is alive
+//! and idle, and an idle worker that dies is noticed (and replaced) before
+//! any request is sent to it. Because the slot task, not the HTTP handler,
+//! talks to the worker, a client that disconnects mid-request never leaves
+//! a socket half-read: the reply is read and dropped, and the slot goes on.
+
+mod slot;
+mod spawn;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::proto::{Limits, Outcome, Task, Timing};
+
+pub use spawn::SpawnError;
+
+/// Settings of a pool, taken from the master's flags.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub worker_bin: PathBuf,
+    pub workers: usize,
+    pub queue_depth: usize,
+    pub queue_timeout: Duration,
+    pub timeout: Duration,
+    pub limits: Limits,
+    /// Largest input a worker accepts (the front's body cap).
+    pub max_payload: u64,
+}
+
+/// Why a request got no answer from a worker. The front maps each to a
+/// status code; none of them is the client's fault.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PoolError {
+    #[error("all workers are busy and the queue is full")]
+    QueueFull,
+    #[error("no worker became free within {0:?}")]
+    QueueTimeout(Duration),
+    #[error("worker {pid} in slot {slot} died while processing the request ({reason})")]
+    WorkerDied {
+        slot: usize,
+        pid: u32,
+        reason: String,
+    },
+    #[error("worker {pid} in slot {slot} did not finish within {limit:?} and was killed")]
+    Timeout {
+        slot: usize,
+        pid: u32,
+        limit: Duration,
+    },
+    #[error("the service is shutting down")]
+    ShuttingDown,
+}
+
+/// A successful round trip to a worker (the outcome itself may still be a
+/// typed image error such as a corrupt input).
+#[derive(Debug)]
+pub struct Done {
+    pub outcome: Outcome,
+    pub payload: Vec<u8>,
+    pub timing: Timing,
+    pub slot: usize,
+    pub pid: u32,
+    /// Time spent waiting for a free worker.
+    pub queued: Duration,
+    /// Time from sending the request to receiving the whole reply.
+    pub worker: Duration,
+}
+
+/// One queued request.
+struct Job {
+    id: u64,
+    request_id: String,
+    task: Task,
+    input: Bytes,
+    enqueued: Instant,
+    /// Fired when a slot takes the job; if the requester has gone (dropped
+    /// the receiver) the slot skips the job instead of running it.
+    started: oneshot::Sender<()>,
+    reply: oneshot::Sender<Result<Done, PoolError>>,
+}
+
+/// What a slot is doing, as `/readyz` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlotState {
+    Starting,
+    Ready,
+    Busy,
+    Dead,
+}
+
+impl SlotState {
+    fn from_u8(v: u8) -> SlotState {
+        match v {
+            1 => SlotState::Ready,
+            2 => SlotState::Busy,
+            3 => SlotState::Dead,
+            _ => SlotState::Starting,
+        }
+    }
+}
+
+/// Live counters of one slot, shared between its task and the front.
+#[derive(Debug)]
+pub struct SlotStatus {
+    index: usize,
+    state: AtomicU8,
+    pid: AtomicU32,
+    served: AtomicU64,
+    restarts: AtomicU64,
+}
+
+impl SlotStatus {
+    fn new(index: usize) -> Self {
+        SlotStatus {
+            index,
+            state: AtomicU8::new(0),
+            pid: AtomicU32::new(0),
+            served: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
+        }
+    }
+
+    fn set(&self, state: SlotState) {
+        self.state.store(state as u8, Ordering::Relaxed);
+    }
+}
+
+/// A point-in-time view of one slot.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlotSnapshot {
+    pub slot: usize,
+    pub pid: Option<u32>,
+    pub state: SlotState,
+    pub requests: u64,
+    pub restarts: u64,
+}
+
+pub(crate) struct Shared {
+    cfg: PoolConfig,
+    jobs: async_channel::Receiver<Job>,
+    slots: Mutex<Vec<Arc<SlotStatus>>>,
+    /// Flips to true when the pool stops: idle slots then close their workers.
+    stop: watch::Receiver<bool>,
+}
+
+/// Handle to the pool; cheap to clone.
+#[derive(Clone)]
+pub struct Pool {
+    shared: Arc<Shared>,
+    queue: async_channel::Sender<Job>,
+    stop: Arc<watch::Sender<bool>>,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    next_id: Arc<AtomicU64>,
+}
+
+impl Pool {
+    /// Spawns every worker and waits for each hello. Any failure here is a
+    /// boot error: the caller should exit non-zero instead of limping on
+    /// with a broken binary or configuration.
+    pub async fn start(cfg: PoolConfig) -> Result<Pool, SpawnError> {
+        let (queue, jobs) = async_channel::bounded(cfg.queue_depth.max(1));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let count = cfg.workers.max(1);
+        let shared = Arc::new(Shared {
+            cfg,
+            jobs,
+            slots: Mutex::new(Vec::new()),
+            stop: stop_rx,
+        });
+
+        let mut boots = Vec::with_capacity(count);
+        for index in 0..count {
+            let cfg = shared.cfg.clone();
+            boots.push(tokio::spawn(async move {
+                spawn::spawn_worker(&cfg, index).await
+            }));
+        }
+        let mut workers = Vec::with_capacity(count);
+        let mut first_error = None;
+        for boot in boots {
+            match boot.await {
+                Ok(Ok(w)) => workers.push(w),
+                Ok(Err(e)) => {
+                    first_error.get_or_insert(e);
+                }
+                Err(join) => {
+                    first_error
+                        .get_or_insert(SpawnError::Io(std::io::Error::other(join.to_string())));
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            for w in workers {
+                w.kill_and_reap().await;
+            }
+            return Err(e);
+        }
+
+        let pool = Pool {
+            shared: shared.clone(),
+            queue,
+            stop: Arc::new(stop_tx),
+            tasks: Arc::new(Mutex::new(Vec::new())),
+            next_id: Arc::new(AtomicU64::new(1)),
+        };
+        for (index, worker) in workers.into_iter().enumerate() {
+            pool.add_slot(index, Some(worker));
+        }
+        Ok(pool)
+    }
+
+    fn add_slot(&self, index: usize, worker: Option<spawn::Worker>) {
+        let status = Arc::new(SlotStatus::new(index));
+        if let Ok(mut slots) = self.shared.slots.lock() {
+            slots.push(status.clone());
+        }
+        let task = tokio::spawn(slot::run(self.shared.clone(), status, worker));
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.push(task);
+        }
+    }
+
+    /// Runs `task` on `input` in some worker. Waits at most the queue
+    /// timeout for a free worker (answering [`PoolError::QueueFull`] at once
+    /// when the queue is full), then at most the request deadline.
+    pub async fn run(&self, request_id: &str, task: Task, input: Bytes) -> Result<Done, PoolError> {
+        if *self.shared.stop.borrow() {
+            return Err(PoolError::ShuttingDown);
+        }
+        let (started_tx, started_rx) = oneshot::channel();
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let job = Job {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            request_id: request_id.to_string(),
+            task,
+            input,
+            enqueued: Instant::now(),
+            started: started_tx,
+            reply: reply_tx,
+        };
+        match self.queue.try_send(job) {
+            Ok(()) => {}
+            Err(async_channel::TrySendError::Full(_)) => return Err(PoolError::QueueFull),
+            Err(async_channel::TrySendError::Closed(_)) => return Err(PoolError::ShuttingDown),
+        }
+        let queue_timeout = self.shared.cfg.queue_timeout;
+        match tokio::time::timeout(queue_timeout, started_rx).await {
+            Ok(Ok(())) => {}
+            // The slot dropped the job without starting it: only at shutdown.
+            Ok(Err(_)) => return Err(PoolError::ShuttingDown),
+            Err(_) => return Err(PoolError::QueueTimeout(queue_timeout)),
+        }
+        // The slot enforces the deadline itself and always answers; the
+        // extra margin only guards against a bug there.
+        let limit = self.shared.cfg.timeout + Duration::from_secs(5);
+        match tokio::time::timeout(limit, reply_rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(PoolError::ShuttingDown),
+            Err(_) => Err(PoolError::Timeout {
+                slot: usize::MAX,
+                pid: 0,
+                limit: self.shared.cfg.timeout,
+            }),
+        }
+    }
+
+    /// Snapshot of every slot, for `/readyz`.
+    pub fn slots(&self) -> Vec<SlotSnapshot> {
+        let slots = match self.shared.slots.lock() {
+            Ok(s) => s.clone(),
+            Err(_) => return Vec::new(),
+        };
+        slots
+            .iter()
+            .map(|s| {
+                let pid = s.pid.load(Ordering::Relaxed);
+                SlotSnapshot {
+                    slot: s.index,
+                    pid: (pid != 0).then_some(pid),
+                    state: SlotState::from_u8(s.state.load(Ordering::Relaxed)),
+                    requests: s.served.load(Ordering::Relaxed),
+                    restarts: s.restarts.load(Ordering::Relaxed),
+                }
+            })
+            .collect()
+    }
+
+    /// Jobs waiting for a worker.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Stops the pool: jobs already queued are still served, then each
+    /// worker is asked to exit (its socket is closed), killed if it does not
+    /// within `grace`, and reaped. Returns when every slot task has ended.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.queue.close();
+        let _ = self.stop.send(true);
+        let tasks: Vec<JoinHandle<()>> = match self.tasks.lock() {
+            Ok(mut t) => t.drain(..).collect(),
+            Err(_) => Vec::new(),
+        };
+        let all = async {
+            for t in tasks {
+                let _ = t.await;
+            }
+        };
+        if tokio::time::timeout(grace + Duration::from_secs(2), all)
+            .await
+            .is_err()
+        {
+            tracing::warn!("workers did not stop in time");
+        }
+    }
+}

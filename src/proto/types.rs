@@ -1,0 +1,261 @@
+//! The plain data that crosses the process boundary.
+//!
+//! Nothing here holds a file descriptor, a pointer or a closure: every type is
+//! a tree of integers, strings and enums, so it survives a bincode round trip
+//! unchanged and a worker can be replaced by any binary that speaks the same
+//! [`PROTOCOL_VERSION`](super::PROTOCOL_VERSION).
+
+use serde::{Deserialize, Serialize};
+
+/// One image operation. The front builds these from query parameters (and
+/// validates every field); the worker's engine executes them in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// Scale keeping the aspect ratio. With both sides given the image fits
+    /// inside the `width` x `height` box. Never enlarges unless `enlarge`.
+    Resize {
+        width: Option<u32>,
+        height: Option<u32>,
+        enlarge: bool,
+    },
+    /// Gaussian blur with standard deviation `sigma` (pixels).
+    Blur { sigma: f32 },
+    /// Luma only; alpha is kept.
+    Grayscale,
+    /// Clockwise rotation by 90, 180 or 270 degrees.
+    Rotate { angle: u16 },
+    /// Mirror top to bottom.
+    Flip,
+    /// Mirror left to right.
+    Flop,
+    /// Cut the `width` x `height` rectangle whose top-left corner is (`x`, `y`).
+    /// The rectangle is clipped to the image; a corner outside it is an error.
+    Crop {
+        x: u32,
+        y: u32,
+        width: u32,
+        height: u32,
+    },
+    /// No pixel change: decode and encode to the output format.
+    Convert,
+    /// Describe the image instead of transforming it (reply is [`ImageInfo`]).
+    Info,
+    /// Test-only: sleep this long before answering. Refused unless both
+    /// binaries were built with the `test-ops` feature.
+    TestSleep { ms: u64 },
+    /// Test-only: panic inside the engine.
+    TestPanic,
+    /// Test-only: `abort()` the worker process.
+    TestAbort,
+    /// Test-only: raise SIGSEGV in the worker process.
+    TestSegv,
+}
+
+impl Op {
+    /// The route name of this op, as used in `/v1/{op}`, logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Resize { .. } => "resize",
+            Op::Blur { .. } => "blur",
+            Op::Grayscale => "grayscale",
+            Op::Rotate { .. } => "rotate",
+            Op::Flip => "flip",
+            Op::Flop => "flop",
+            Op::Crop { .. } => "crop",
+            Op::Convert => "convert",
+            Op::Info => "info",
+            Op::TestSleep { .. } => "__sleep",
+            Op::TestPanic => "__panic",
+            Op::TestAbort => "__abort",
+            Op::TestSegv => "__segv",
+        }
+    }
+}
+
+/// Encodings the engine can write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OutputFormat {
+    Jpeg,
+    Png,
+    Gif,
+    Webp,
+}
+
+impl OutputFormat {
+    /// The `Content-Type` of a response body in this format.
+    pub fn mime(self) -> &'static str {
+        match self {
+            OutputFormat::Jpeg => "image/jpeg",
+            OutputFormat::Png => "image/png",
+            OutputFormat::Gif => "image/gif",
+            OutputFormat::Webp => "image/webp",
+        }
+    }
+
+    /// The name used by the `format=` query parameter.
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputFormat::Jpeg => "jpeg",
+            OutputFormat::Png => "png",
+            OutputFormat::Gif => "gif",
+            OutputFormat::Webp => "webp",
+        }
+    }
+}
+
+/// How to encode the result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutputSpec {
+    /// `None`: the input's family (animated input stays an animated GIF).
+    pub format: Option<OutputFormat>,
+    /// JPEG quality, 1..=100.
+    pub quality: u8,
+}
+
+impl Default for OutputSpec {
+    fn default() -> Self {
+        OutputSpec {
+            format: None,
+            quality: 80,
+        }
+    }
+}
+
+/// Decode limits, checked by the worker from the image header before any
+/// pixel buffer is allocated. They travel with every request so the master's
+/// flags are the single source of truth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Largest width x height of one frame (for animations: of the canvas).
+    pub max_pixels: u64,
+    /// Largest number of frames of an animation.
+    pub max_frames: u32,
+    /// Largest width x height summed over all frames.
+    pub max_total_pixels: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_pixels: 50_000_000,
+            max_frames: 1000,
+            max_total_pixels: 200_000_000,
+        }
+    }
+}
+
+/// Everything a worker needs besides the image bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub ops: Vec<Op>,
+    pub output: OutputSpec,
+    pub limits: Limits,
+}
+
+/// First frame in each direction: proves both ends run the same protocol.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub version: u32,
+    /// The sender's process id (the master checks it against the child it spawned).
+    pub pid: u32,
+}
+
+/// One unit of work. The image bytes follow the header as the frame payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// Echoed by the reply; a mismatch means the slot is out of step.
+    pub id: u64,
+    pub task: Task,
+}
+
+/// Master to worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ToWorker {
+    Hello(Hello),
+    Request(Request),
+}
+
+/// Worker to master.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum FromWorker {
+    Hello(Hello),
+    Reply(Reply),
+}
+
+/// The answer to one [`Request`]. For [`Outcome::Image`] the encoded image is
+/// the frame payload; otherwise the payload is empty.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    pub id: u64,
+    pub outcome: Outcome,
+    pub timing: Timing,
+}
+
+/// Where the worker spent its time, in microseconds (for `Server-Timing`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timing {
+    pub decode_us: u64,
+    pub ops_us: u64,
+    pub encode_us: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Outcome {
+    Image(ImageMeta),
+    Info(ImageInfo),
+    Error(WorkError),
+}
+
+/// Describes an encoded output image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageMeta {
+    pub format: OutputFormat,
+    pub width: u32,
+    pub height: u32,
+    pub frames: u32,
+}
+
+/// The `info` op's answer, serialised to JSON by the front.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    /// Detected input format: `jpeg`, `png`, `gif`, `webp`, `bmp`, `tiff`, `ico`.
+    pub format: String,
+    /// Stored width, before EXIF orientation.
+    pub width: u32,
+    /// Stored height, before EXIF orientation.
+    pub height: u32,
+    pub frames: u32,
+    pub has_alpha: bool,
+    /// Frame delays in milliseconds (animations only; empty for stills).
+    pub delays_ms: Vec<u32>,
+    /// `Some(0)` loops forever; `None` for stills or when not stated.
+    pub loop_count: Option<u32>,
+    /// e.g. `rgb8`, `rgba8`, `l8`, `rgb16`.
+    pub color_type: String,
+    pub bit_depth: u8,
+    /// EXIF orientation 1..=8 (1 when absent).
+    pub orientation: u8,
+    /// Size of the input in bytes.
+    pub bytes: u64,
+}
+
+/// A typed failure the front maps to an HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ErrorKind {
+    /// A parameter that only the image can refute (crop outside the image). 400.
+    BadParameter,
+    /// Not an image, or a format/variant the engine cannot decode. 415.
+    Unsupported,
+    /// The data is damaged or ends early. 422.
+    Corrupt,
+    /// Over the pixel, frame or size limits. 413.
+    TooLarge,
+    /// A bug: the engine panicked or failed to encode. 500.
+    Internal,
+}

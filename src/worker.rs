@@ -1,0 +1,139 @@
+//! The serve loop of `pixfork-worker`.
+//!
+//! Deliberately boring: one thread, blocking reads and writes on the socket
+//! inherited from the master, one request at a time. No async runtime — a
+//! worker never waits on more than one thing, and the master owns every
+//! deadline (it kills a worker that overruns instead of asking it to stop).
+
+use std::io::{BufReader, BufWriter};
+use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use crate::config::WorkerArgs;
+use crate::engine::{self, Product};
+use crate::proto::{
+    self, ErrorKind, FromWorker, Hello, Outcome, ProtoError, Reply, ToWorker, WorkError,
+};
+
+/// Exit code of a worker that caught a panic: it has answered the request
+/// with an internal error, and exits so a fresh process takes the slot
+/// rather than trusting state a panic may have left half-updated.
+pub const EXIT_AFTER_PANIC: i32 = 70;
+
+/// Why the serve loop stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Proto(#[from] ProtoError),
+    #[error("the master (pid {0}) is gone")]
+    Orphaned(i32),
+    #[error("could not set the parent-death signal: {0}")]
+    Pdeathsig(nix::Error),
+    #[error("the engine panicked: {0}")]
+    Panicked(String),
+}
+
+/// Binds this process's life to the master's: if the master dies for any
+/// reason, even SIGKILL, the kernel sends us SIGKILL. The check on the
+/// parent pid closes the race where the master died before the prctl.
+fn die_with_parent(parent: Option<i32>) -> Result<(), WorkerError> {
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(WorkerError::Pdeathsig)?;
+    if let Some(ppid) = parent {
+        if nix::unistd::getppid().as_raw() != ppid {
+            return Err(WorkerError::Orphaned(ppid));
+        }
+    }
+    Ok(())
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_string()
+    }
+}
+
+/// Runs the worker until the master closes the socket (`Ok`) or something
+/// breaks (`Err`; the binary exits non-zero and the master respawns the slot).
+pub fn serve(args: &WorkerArgs) -> Result<(), WorkerError> {
+    die_with_parent(args.parent_pid)?;
+    let fd: RawFd = args.fd;
+    // SAFETY: the master passes the child end of a socketpair as `fd`
+    // (dup2'd to this number just before exec, CLOEXEC cleared only there);
+    // nothing else in this process knows the descriptor, so taking ownership
+    // of it here is sound and it is closed exactly once, on drop.
+    let stream = unsafe { UnixStream::from_raw_fd(fd) };
+    let mut reader =
+        BufReader::with_capacity(64 * 1024, stream.try_clone().map_err(ProtoError::Io)?);
+    let mut writer = BufWriter::with_capacity(64 * 1024, stream);
+    let mut input = Vec::new();
+
+    // Hello: the master speaks first; we always answer with our version so
+    // the master can report a mismatch clearly, then check theirs.
+    let first: ToWorker = proto::read_frame(&mut reader, 0, &mut input)?;
+    let theirs = match first {
+        ToWorker::Hello(h) => h,
+        ToWorker::Request(_) => return Err(ProtoError::Unexpected("request before hello").into()),
+    };
+    let ours = Hello {
+        version: proto::PROTOCOL_VERSION,
+        pid: std::process::id(),
+    };
+    proto::write_frame(&mut writer, &FromWorker::Hello(ours), &[])?;
+    proto::check_hello(&theirs)?;
+    tracing::debug!(slot = args.slot, "worker ready");
+
+    loop {
+        let msg: ToWorker = match proto::read_frame(&mut reader, args.max_payload, &mut input) {
+            Ok(m) => m,
+            Err(ProtoError::Closed) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let req = match msg {
+            ToWorker::Request(r) => r,
+            ToWorker::Hello(_) => return Err(ProtoError::Unexpected("second hello").into()),
+        };
+        let ran = catch_unwind(AssertUnwindSafe(|| engine::run(&req.task, &input)));
+        let (outcome, payload, timing, panicked) = match ran {
+            Ok((Ok(Product::Image { bytes, meta }), timing)) => {
+                (Outcome::Image(meta), bytes, timing, None)
+            }
+            Ok((Ok(Product::Info(info)), timing)) => {
+                (Outcome::Info(info), Vec::new(), timing, None)
+            }
+            Ok((Err(e), timing)) => (Outcome::Error(e), Vec::new(), timing, None),
+            Err(p) => {
+                let msg = panic_message(p.as_ref());
+                let err = WorkError {
+                    kind: ErrorKind::Internal,
+                    message: format!("the image engine failed unexpectedly: {msg}"),
+                };
+                (
+                    Outcome::Error(err),
+                    Vec::new(),
+                    Default::default(),
+                    Some(msg),
+                )
+            }
+        };
+        let reply = FromWorker::Reply(Reply {
+            id: req.id,
+            outcome,
+            timing,
+        });
+        proto::write_frame(&mut writer, &reply, &payload)?;
+        if let Some(msg) = panicked {
+            return Err(WorkerError::Panicked(msg));
+        }
+        // Give large buffers back: one huge request must not pin its memory
+        // in this worker for the rest of its life.
+        if input.capacity() > 64 << 20 {
+            input = Vec::new();
+        }
+    }
+}

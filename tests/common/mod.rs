@@ -1,0 +1,409 @@
+//! Test harness: start the real `pixfork` binary on a free loopback port,
+//! talk HTTP to it, and check that it leaves nothing behind.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_pixfork");
+
+/// The shared test corpus, beside the checkout.
+pub fn corpus() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus")
+}
+
+pub fn corpus_file(rel: &str) -> Vec<u8> {
+    let p = corpus().join(rel);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+}
+
+/// One line of MANIFEST.tsv.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub path: String,
+    pub format: String,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub frames: Option<u32>,
+    pub valid: bool,
+}
+
+pub fn manifest() -> Vec<Entry> {
+    let text = std::fs::read_to_string(corpus().join("MANIFEST.tsv")).expect("manifest");
+    text.lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            Entry {
+                path: f[0].to_string(),
+                format: f[1].to_string(),
+                width: f[2].parse().ok(),
+                height: f[3].parse().ok(),
+                frames: f[4].parse().ok(),
+                valid: f[5] == "valid",
+            }
+        })
+        .collect()
+}
+
+/// Polls `cond` every 20 ms until it holds or `deadline` passes.
+pub fn wait_for<T>(what: &str, deadline: Duration, mut cond: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        if Instant::now() > end {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "status {} body is not JSON ({e}): {:?}",
+                self.status,
+                String::from_utf8_lossy(&self.body[..self.body.len().min(300)])
+            )
+        })
+    }
+
+    /// The `error.code` of a JSON error body (asserting its shape).
+    pub fn error_code(&self) -> String {
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/json"),
+            "error responses are JSON"
+        );
+        let v = self.json();
+        assert!(v["error"]["message"].is_string(), "error.message in {v}");
+        v["error"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("error.code in {v}"))
+            .to_string()
+    }
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .into()
+}
+
+fn to_resp(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Resp {
+    let mut r = r.unwrap_or_else(|e| panic!("request failed: {e}"));
+    let headers = r
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let status = r.status().as_u16();
+    let body = r
+        .body_mut()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_vec()
+        .expect("read body");
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub struct Server {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub pid: u32,
+    logs: Arc<Mutex<String>>,
+    agent: ureq::Agent,
+    /// Every worker pid ever seen in /readyz, checked to be gone at the end.
+    seen_workers: Mutex<Vec<u32>>,
+}
+
+impl Server {
+    /// Starts pixfork with 2 workers on a free port plus `extra` flags, and
+    /// waits until every slot is ready.
+    pub fn start(extra: &[&str]) -> Server {
+        let s = Server::spawn(extra);
+        s.wait_all_ready();
+        s
+    }
+
+    /// Starts pixfork without waiting for readiness.
+    pub fn spawn(extra: &[&str]) -> Server {
+        let mut args = vec!["--listen", "127.0.0.1:0"];
+        if !extra.contains(&"--workers") {
+            args.extend(["--workers", "2"]);
+        }
+        args.extend_from_slice(extra);
+        let mut child = Command::new(BIN)
+            .args(&args)
+            .env("PIXFORK_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn pixfork");
+        let pid = child.id();
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("listening") {
+                    if let Some(addr) = line
+                        .split("addr=")
+                        .nth(1)
+                        .and_then(|r| r.split_whitespace().next())
+                    {
+                        if let Some(tx) = tx.take() {
+                            let _ = tx.send(addr.to_string());
+                        }
+                    }
+                }
+                if std::env::var_os("PIXFORK_TEST_ECHO").is_some() {
+                    eprintln!("[pixfork {pid}] {line}");
+                }
+                if let Ok(mut l) = sink.lock() {
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "pixfork did not log its address; logs:\n{}",
+                    logs.lock().map(|l| l.clone()).unwrap_or_default()
+                )
+            });
+        Server {
+            child: Some(child),
+            addr: addr.parse().expect("address"),
+            pid,
+            logs,
+            agent: agent(),
+            seen_workers: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    pub fn get(&self, path: &str) -> Resp {
+        to_resp(self.agent.get(&self.url(path)).call())
+    }
+
+    pub fn post(&self, path: &str, body: &[u8]) -> Resp {
+        to_resp(self.agent.post(&self.url(path)).send(body))
+    }
+
+    pub fn post_with(&self, path: &str, body: &[u8], headers: &[(&str, &str)]) -> Resp {
+        let mut req = self.agent.post(&self.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        to_resp(req.send(body))
+    }
+
+    /// The `/readyz` JSON (any status); records worker pids.
+    pub fn readyz(&self) -> serde_json::Value {
+        let v = self.get("/readyz").json();
+        if let Some(slots) = v["slots"].as_array() {
+            let mut seen = self.seen_workers.lock().expect("lock");
+            for s in slots {
+                if let Some(pid) = s["pid"].as_u64() {
+                    if !seen.contains(&(pid as u32)) {
+                        seen.push(pid as u32);
+                    }
+                }
+            }
+        }
+        v
+    }
+
+    /// (slot, pid, state) of every slot.
+    pub fn slots(&self) -> Vec<(u64, Option<u32>, String)> {
+        self.readyz()["slots"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|s| {
+                        (
+                            s["slot"].as_u64().unwrap_or(u64::MAX),
+                            s["pid"].as_u64().map(|p| p as u32),
+                            s["state"].as_str().unwrap_or("").to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn wait_all_ready(&self) {
+        wait_for("every slot ready", Duration::from_secs(30), || {
+            let slots = self.slots();
+            (!slots.is_empty()
+                && slots
+                    .iter()
+                    .all(|(_, pid, st)| st == "ready" && pid.is_some()))
+            .then_some(())
+        });
+    }
+
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.slots().into_iter().filter_map(|(_, p, _)| p).collect()
+    }
+
+    /// Sends a signal to the master.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid as i32), sig)
+            .expect("signal master");
+    }
+
+    /// SIGTERM, wait for exit (bounded), then check that no worker survived.
+    pub fn stop(mut self) -> ExitStatus {
+        let _ = self.worker_pids();
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let status = self.wait_exit(Duration::from_secs(40));
+        self.assert_no_workers_left();
+        status
+    }
+
+    /// Waits for the master to exit (bounded); SIGKILLs it on timeout.
+    pub fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let end = Instant::now() + deadline;
+        loop {
+            if let Some(st) = child.try_wait().expect("try_wait") {
+                return st;
+            }
+            if Instant::now() > end {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "pixfork did not exit within {deadline:?}; logs:\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Every worker pid seen during the test is gone: not running, not a
+    /// zombie (the master reaped it), not orphaned.
+    pub fn assert_no_workers_left(&self) {
+        let seen = self.seen_workers.lock().expect("lock").clone();
+        wait_for("all workers gone", Duration::from_secs(10), || {
+            seen.iter().all(|pid| !process_exists(*pid)).then_some(())
+        });
+    }
+
+    /// Children of the master that are zombies right now.
+    pub fn zombie_children(&self) -> Vec<u32> {
+        children_of(self.pid)
+            .into_iter()
+            .filter(|(_, state)| *state == 'Z')
+            .map(|(pid, _)| pid)
+            .collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// True while /proc/<pid> exists with a command line of a pixfork worker
+/// (pids are reused; a different process with the same pid does not count).
+pub fn process_exists(pid: u32) -> bool {
+    match std::fs::read(format!("/proc/{pid}/cmdline")) {
+        Ok(cmd) => {
+            let is_worker = String::from_utf8_lossy(&cmd).contains("pixfork-worker");
+            let zombie_or_running = std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok();
+            // A zombie has an empty cmdline: count it via its stat name.
+            let stat_name =
+                std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            (is_worker || stat_name.contains("(pixfork-worker)")) && zombie_or_running
+        }
+        Err(_) => false,
+    }
+}
+
+/// (pid, state) of every process whose parent is `ppid`.
+pub fn children_of(ppid: u32) -> Vec<(u32, char)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the ")" that closes the command name: state, ppid, ...
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let mut f = rest.split_whitespace();
+        let state = f.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let parent: u32 = f.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        if parent == ppid {
+            out.push((pid, state));
+        }
+    }
+    out
+}
+
+/// Decodes an output image: (width, height, frames).
+pub fn decode_dims(bytes: &[u8]) -> (u32, u32, u32) {
+    use image::AnimationDecoder;
+    let format = image::guess_format(bytes).expect("output format");
+    if format == image::ImageFormat::Gif {
+        let dec = image::codecs::gif::GifDecoder::new(std::io::Cursor::new(bytes)).expect("gif");
+        let frames = dec.into_frames().collect_frames().expect("gif frames");
+        let first = frames.first().expect("a frame").buffer();
+        return (first.width(), first.height(), frames.len() as u32);
+    }
+    let img = image::load_from_memory(bytes).expect("decodable output");
+    (img.width(), img.height(), 1)
+}

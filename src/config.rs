@@ -90,6 +90,32 @@ pub struct MasterArgs {
     #[arg(long, env = "PIXFORK_GRACEFUL_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub graceful_timeout: Duration,
 
+    /// Folder of the embedded job store (SQLite) [the systemd unit uses its StateDirectory].
+    #[arg(long, env = "PIXFORK_STATE_DIR", default_value = "pixfork-state")]
+    pub state_dir: PathBuf,
+
+    /// Shared job store for several instances, e.g. `redis://127.0.0.1:6379/0`
+    /// [default: the embedded store under --state-dir].
+    #[arg(long, env = "PIXFORK_JOBS_URL")]
+    pub jobs_url: Option<String>,
+
+    /// Largest input (and result) of a background job.
+    #[arg(long, env = "PIXFORK_MAX_JOB_BYTES", default_value = "32MiB", value_parser = parse_size)]
+    pub max_job_bytes: u64,
+
+    /// How long a finished job and its result are kept.
+    #[arg(long, env = "PIXFORK_JOB_TTL", default_value = "1h", value_parser = parse_duration)]
+    pub job_ttl: Duration,
+
+    /// With Redis: a job claimed by an instance that went silent this long is
+    /// taken over by another.
+    #[arg(long, env = "PIXFORK_JOB_CLAIM_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub job_claim_timeout: Duration,
+
+    /// Most workers background jobs may hold at once [default: all but one].
+    #[arg(long, env = "PIXFORK_JOB_SLOTS")]
+    pub job_slots: Option<usize>,
+
     /// Log output format.
     #[arg(long, env = "PIXFORK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -103,6 +129,13 @@ impl MasterArgs {
             max_frames: self.max_frames,
             max_total_pixels: self.max_total_pixels,
         }
+    }
+
+    /// Workers background jobs may hold: the flag, or all but one (at least one).
+    pub fn job_slot_count(&self) -> usize {
+        self.job_slots
+            .unwrap_or_else(|| self.worker_count().saturating_sub(1))
+            .max(1)
     }
 
     /// Worker count: the flag, or the cores this process may run on.

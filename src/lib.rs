@@ -21,6 +21,7 @@
 pub mod config;
 pub mod engine;
 pub mod front;
+pub mod jobs;
 pub mod master;
 pub mod pool;
 pub mod proto;

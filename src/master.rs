@@ -8,6 +8,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::MasterArgs;
 use crate::front::{self, App, FrontConfig};
+use crate::jobs::{Jobs, JobsConfig};
 use crate::pool::{Pool, PoolConfig, SpawnError};
 
 /// Exit code when workers cannot boot (as gunicorn's worker boot error):
@@ -23,6 +24,8 @@ pub enum MasterError {
     CurrentExe(std::io::Error),
     #[error("workers failed to start: {0}")]
     Boot(#[from] SpawnError),
+    #[error("job store failed to start: {0}")]
+    Jobs(#[from] crate::jobs::JobsError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
 }
@@ -80,6 +83,26 @@ pub async fn run(args: MasterArgs, listener: TcpListener) -> Result<(), MasterEr
         max_payload: args.max_body,
     })
     .await?;
+    let jobs = match Jobs::start(
+        JobsConfig {
+            state_dir: args.state_dir.clone(),
+            jobs_url: args.jobs_url.clone(),
+            max_job_bytes: args.max_job_bytes,
+            job_ttl: args.job_ttl,
+            claim_timeout: args.job_claim_timeout,
+            job_slots: args.job_slot_count(),
+            limits: args.limits(),
+        },
+        pool.clone(),
+    )
+    .await
+    {
+        Ok(j) => j,
+        Err(e) => {
+            pool.shutdown(args.graceful_timeout).await;
+            return Err(e.into());
+        }
+    };
     tracing::info!(workers, "ready");
     let app = Arc::new(App {
         pool: pool.clone(),
@@ -87,8 +110,10 @@ pub async fn run(args: MasterArgs, listener: TcpListener) -> Result<(), MasterEr
             max_body: args.max_body,
             limits: args.limits(),
         },
+        jobs: jobs.clone(),
     });
     front::serve(listener, app, shutdown, args.graceful_timeout).await;
+    jobs.shutdown().await;
     pool.shutdown(args.graceful_timeout).await;
     tracing::info!("stopped");
     Ok(())

@@ -33,6 +33,13 @@ pub enum ApiError {
     Work(WorkError),
     #[error(transparent)]
     Pool(#[from] PoolError),
+    /// Errors of the jobs API (409 not done, 410 expired, 503 store down...).
+    #[error("{message}")]
+    Job {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
 }
 
 #[derive(Serialize)]
@@ -65,6 +72,7 @@ impl ApiError {
                 ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
                 ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             },
+            ApiError::Job { status, .. } => *status,
             ApiError::Pool(p) => match p {
                 PoolError::QueueFull | PoolError::QueueTimeout(_) | PoolError::ShuttingDown => {
                     StatusCode::SERVICE_UNAVAILABLE
@@ -93,6 +101,7 @@ impl ApiError {
                 ErrorKind::TooLarge => "image_too_large",
                 ErrorKind::Internal => "internal_error",
             },
+            ApiError::Job { code, .. } => code,
             ApiError::Pool(p) => match p {
                 PoolError::QueueFull => "queue_full",
                 PoolError::QueueTimeout(_) => "queue_timeout",

@@ -42,9 +42,12 @@ pub struct FrontConfig {
 pub struct App {
     pub pool: Pool,
     pub cfg: FrontConfig,
+    /// Background jobs (`/v1/jobs/...`).
+    pub jobs: crate::jobs::Jobs,
 }
 
-type Resp = Response<Full<Bytes>>;
+/// Every response of the service.
+pub type Resp = Response<Full<Bytes>>;
 
 /// What the access log says about a request besides method, path and status.
 #[derive(Default)]
@@ -53,7 +56,8 @@ struct Trace {
     done: Option<(usize, u32)>,
 }
 
-fn json<T: Serialize>(status: StatusCode, value: &T) -> Resp {
+/// A JSON response.
+pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Resp {
     let body = serde_json::to_vec(value).unwrap_or_default();
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
@@ -130,6 +134,10 @@ async fn route(
             }
             Ok(readyz(&app.pool))
         }
+        p if p == "/v1/jobs" || p.starts_with("/v1/jobs/") => {
+            trace.op = Some("jobs");
+            crate::jobs::route(app, req, id).await
+        }
         _ => {
             let Some(op_name) = path.strip_prefix("/v1/") else {
                 return Err(ApiError::NotFound(path));
@@ -172,7 +180,7 @@ fn not_allowed(req: &Request<Incoming>, allow: &'static str) -> ApiError {
 
 /// Reads the body under the cap: a declared length over it is refused before
 /// a byte is read, and a chunked body is cut off as soon as it passes it.
-async fn read_body(req: Request<Incoming>, max: u64) -> Result<Bytes, ApiError> {
+pub async fn read_body(req: Request<Incoming>, max: u64) -> Result<Bytes, ApiError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)

@@ -10,6 +10,15 @@ if [ ! -d ../shared/corpus ]; then
     exit 1
 fi
 
+# System tools the tests drive for real: systemd-socket-activate and
+# systemd-analyze (package systemd).
+missing=()
+command -v systemd-socket-activate >/dev/null 2>&1 || missing+=(systemd)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
 # The crash-isolation tests need the test-only ops; they are never part of
 # a release build.
 cargo test --features test-ops -- --test-threads=2

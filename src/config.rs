@@ -57,6 +57,31 @@ pub struct MasterArgs {
     #[arg(long, env = "PIXFORK_WORKER_BIN")]
     pub worker_bin: Option<PathBuf>,
 
+    /// Pin worker slot i to CPU i (modulo the CPUs this process may use); the
+    /// front stays unpinned.
+    #[arg(long, env = "PIXFORK_PIN_WORKERS")]
+    pub pin_workers: bool,
+
+    /// Niceness of the workers (0-19): higher runs them at a lower priority
+    /// than the front, so probes and new connections stay fast under load.
+    #[arg(long, env = "PIXFORK_WORKER_NICE", default_value_t = 5, value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub worker_nice: i32,
+
+    /// Address-space limit of each worker (RLIMIT_AS), e.g. `1GiB`. A request
+    /// that needs more fails alone with 502 `worker_out_of_memory`.
+    #[arg(long, env = "PIXFORK_WORKER_MEMORY_LIMIT", value_parser = parse_size)]
+    pub worker_memory_limit: Option<u64>,
+
+    /// Replace a worker after it has served this many requests (bounds slow
+    /// leaks and fragmentation) [default: never].
+    #[arg(long, env = "PIXFORK_MAX_REQUESTS")]
+    pub max_requests: Option<u64>,
+
+    /// Add a random 0..=N to each worker's --max-requests so workers do not
+    /// all recycle at once.
+    #[arg(long, env = "PIXFORK_MAX_REQUESTS_JITTER", default_value_t = 0)]
+    pub max_requests_jitter: u64,
+
     /// Deadline of one request inside a worker; past it the worker is killed
     /// and the client gets 504.
     #[arg(long, env = "PIXFORK_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
@@ -171,6 +196,18 @@ pub struct WorkerArgs {
     /// Largest request payload accepted from the master.
     #[arg(long, default_value = "32MiB", value_parser = parse_size)]
     pub max_payload: u64,
+
+    /// Niceness to run at (0 = same priority as the master).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub nice: i32,
+
+    /// Pin this worker to one CPU.
+    #[arg(long)]
+    pub cpu: Option<usize>,
+
+    /// Address-space limit (RLIMIT_AS) in bytes.
+    #[arg(long)]
+    pub memory_limit: Option<u64>,
 }
 
 #[cfg(test)]

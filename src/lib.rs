@@ -23,6 +23,8 @@ pub mod engine;
 pub mod front;
 pub mod jobs;
 pub mod master;
+pub mod metrics;
 pub mod pool;
 pub mod proto;
+pub mod systemd;
 pub mod worker;

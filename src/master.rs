@@ -9,7 +9,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::config::MasterArgs;
 use crate::front::{self, App, FrontConfig};
 use crate::jobs::{Jobs, JobsConfig};
+use crate::metrics::Metrics;
 use crate::pool::{Pool, PoolConfig, SpawnError};
+use crate::systemd;
 
 /// Exit code when workers cannot boot (as gunicorn's worker boot error):
 /// restarting the service will not help, the installation must be fixed.
@@ -67,21 +69,63 @@ async fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, Mast
     })
 }
 
+/// Handles SIGHUP (rolling worker replacement), SIGTTIN and SIGTTOU (one
+/// worker more or less) for the life of the process. One task handles them
+/// in order, so two quick SIGHUPs run two reloads, never two at once.
+fn spawn_pool_signals(pool: Pool) -> Result<(), MasterError> {
+    let mut hup = signal(SignalKind::hangup()).map_err(MasterError::Signals)?;
+    let mut ttin =
+        signal(SignalKind::from_raw(nix::libc::SIGTTIN)).map_err(MasterError::Signals)?;
+    let mut ttou =
+        signal(SignalKind::from_raw(nix::libc::SIGTTOU)).map_err(MasterError::Signals)?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP received: replacing workers one slot at a time");
+                    systemd::reloading();
+                    let replaced = pool.reload().await;
+                    tracing::info!(replaced, "reload finished");
+                    systemd::ready(&systemd::status_line(&pool));
+                }
+                _ = ttin.recv() => match pool.add_worker() {
+                    Some(slot) => tracing::info!(slot, "SIGTTIN: added a worker slot"),
+                    None => tracing::warn!("SIGTTIN: cannot add a worker now"),
+                },
+                _ = ttou.recv() => match pool.remove_worker() {
+                    Some(slot) => tracing::info!(slot, "SIGTTOU: removing a worker slot"),
+                    None => tracing::warn!("SIGTTOU: keeping the last worker"),
+                },
+            }
+        }
+    });
+    Ok(())
+}
+
 /// Runs the service on `listener` until SIGTERM/SIGINT, then drains:
 /// stop accepting, finish accepted requests (up to the graceful timeout),
 /// stop and reap every worker.
 pub async fn run(args: MasterArgs, listener: TcpListener) -> Result<(), MasterError> {
     let shutdown = shutdown_signal().await?;
     let workers = args.worker_count();
-    let pool = Pool::start(PoolConfig {
-        worker_bin: worker_bin(&args)?,
-        workers,
-        queue_depth: args.queue_depth,
-        queue_timeout: args.queue_timeout,
-        timeout: args.timeout,
-        limits: args.limits(),
-        max_payload: args.max_body,
-    })
+    let metrics = Metrics::new();
+    let pool = Pool::start(
+        PoolConfig {
+            worker_bin: worker_bin(&args)?,
+            workers,
+            queue_depth: args.queue_depth,
+            queue_timeout: args.queue_timeout,
+            timeout: args.timeout,
+            limits: args.limits(),
+            max_payload: args.max_body,
+            worker_nice: args.worker_nice,
+            pin_workers: args.pin_workers,
+            worker_memory_limit: args.worker_memory_limit,
+            max_requests: args.max_requests,
+            max_requests_jitter: args.max_requests_jitter,
+        },
+        metrics.clone(),
+    )
     .await?;
     let jobs = match Jobs::start(
         JobsConfig {
@@ -103,7 +147,10 @@ pub async fn run(args: MasterArgs, listener: TcpListener) -> Result<(), MasterEr
             return Err(e.into());
         }
     };
+    spawn_pool_signals(pool.clone())?;
     tracing::info!(workers, "ready");
+    systemd::ready(&systemd::status_line(&pool));
+    systemd::spawn_heartbeat(pool.clone());
     let app = Arc::new(App {
         pool: pool.clone(),
         cfg: FrontConfig {
@@ -111,7 +158,12 @@ pub async fn run(args: MasterArgs, listener: TcpListener) -> Result<(), MasterEr
             limits: args.limits(),
         },
         jobs: jobs.clone(),
+        metrics,
     });
+    let shutdown = async move {
+        shutdown.await;
+        systemd::stopping();
+    };
     front::serve(listener, app, shutdown, args.graceful_timeout).await;
     jobs.shutdown().await;
     pool.shutdown(args.graceful_timeout).await;

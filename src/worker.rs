@@ -21,6 +21,66 @@ use crate::proto::{
 /// rather than trusting state a panic may have left half-updated.
 pub const EXIT_AFTER_PANIC: i32 = 70;
 
+/// Exit code of a worker whose allocation failed (usually its
+/// `--worker-memory-limit`): the master turns it into a clear
+/// `worker_out_of_memory` instead of a generic crash.
+pub const EXIT_OUT_OF_MEMORY: i32 = 71;
+
+/// The worker's global allocator: the system allocator, except that a failed
+/// allocation ends the process with [`EXIT_OUT_OF_MEMORY`] instead of the
+/// standard library's abort, which the master could not tell from any other
+/// SIGABRT.
+pub struct ExitOnOom;
+
+#[cold]
+fn out_of_memory() -> ! {
+    const MSG: &[u8] = b"pixfork-worker: out of memory (an allocation failed), exiting\n";
+    // SAFETY: write(2) on stderr with a static buffer and _exit(2) are both
+    // async-signal-safe and allocate nothing, which is the point: the heap is
+    // exhausted. _exit skips destructors, which is what we want here.
+    unsafe {
+        nix::libc::write(2, MSG.as_ptr().cast(), MSG.len());
+        nix::libc::_exit(EXIT_OUT_OF_MEMORY)
+    }
+}
+
+// SAFETY: every method forwards to `System` with the same arguments and
+// returns its result unchanged; the only addition is exiting the process
+// when the result is null, which upholds every GlobalAlloc contract.
+unsafe impl std::alloc::GlobalAlloc for ExitOnOom {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: forwarded verbatim; the caller upholds `alloc`'s contract.
+        let p = unsafe { std::alloc::System.alloc(layout) };
+        if p.is_null() {
+            out_of_memory();
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: forwarded verbatim; the caller upholds `alloc_zeroed`'s contract.
+        let p = unsafe { std::alloc::System.alloc_zeroed(layout) };
+        if p.is_null() {
+            out_of_memory();
+        }
+        p
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded verbatim; the caller upholds `realloc`'s contract.
+        let p = unsafe { std::alloc::System.realloc(ptr, layout, new_size) };
+        if p.is_null() {
+            out_of_memory();
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: forwarded verbatim; the caller upholds `dealloc`'s contract.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
 /// Why the serve loop stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -32,6 +92,44 @@ pub enum WorkerError {
     Pdeathsig(nix::Error),
     #[error("the engine panicked: {0}")]
     Panicked(String),
+    #[error("cannot apply {what}: {source}")]
+    Setup {
+        what: &'static str,
+        source: nix::Error,
+    },
+}
+
+/// Applies the per-worker tuning the master passed: niceness, CPU pinning
+/// and the address-space limit. Done before the hello, so a setting the
+/// kernel refuses is a boot error the master reports.
+fn apply_tuning(args: &WorkerArgs) -> Result<(), WorkerError> {
+    if args.nice != 0 {
+        // SAFETY: setpriority(2) on our own process; no memory is involved.
+        let rc = unsafe { nix::libc::setpriority(nix::libc::PRIO_PROCESS, 0, args.nice) };
+        if rc == -1 {
+            return Err(WorkerError::Setup {
+                what: "--nice",
+                source: nix::Error::last(),
+            });
+        }
+    }
+    if let Some(cpu) = args.cpu {
+        let mut set = nix::sched::CpuSet::new();
+        set.set(cpu)
+            .and_then(|()| nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set))
+            .map_err(|source| WorkerError::Setup {
+                what: "--cpu",
+                source,
+            })?;
+    }
+    if let Some(limit) = args.memory_limit {
+        nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_AS, limit, limit)
+            .map_err(|source| WorkerError::Setup {
+                what: "--memory-limit",
+                source,
+            })?;
+    }
+    Ok(())
 }
 
 /// Binds this process's life to the master's: if the master dies for any
@@ -62,6 +160,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// breaks (`Err`; the binary exits non-zero and the master respawns the slot).
 pub fn serve(args: &WorkerArgs) -> Result<(), WorkerError> {
     die_with_parent(args.parent_pid)?;
+    apply_tuning(args)?;
     let fd: RawFd = args.fd;
     // SAFETY: the master passes the child end of a socketpair as `fd`
     // (dup2'd to this number just before exec, CLOEXEC cleared only there);

@@ -8,14 +8,19 @@ use clap::Parser;
 use pixfork::config::{LogFormat, MasterArgs};
 use pixfork::master::{self, MasterError, EXIT_BOOT_ERROR};
 
+/// Text logs on a terminal get colours and timestamps; under systemd
+/// (JOURNAL_STREAM set) the journal adds its own timestamps, so lines are
+/// plain; JSON is for log shippers.
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PIXFORK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter);
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
     match format {
         LogFormat::Json => builder.json().init(),
+        LogFormat::Text if journal => builder.with_ansi(false).without_time().init(),
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
     }
 }
@@ -34,9 +39,15 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+        let listener = match pixfork::systemd::activated_listener()? {
+            Some(l) => {
+                tracing::info!("using the socket passed by the service manager");
+                tokio::net::TcpListener::from_std(l)?
+            }
+            None => tokio::net::TcpListener::bind(args.listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?,
+        };
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "listening");
         master::run(args, listener)
@@ -46,8 +57,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("pixfork: {e:#}");
+            tracing::error!("{e}");
+            eprintln!("pixfork: {e}");
             match e.downcast_ref::<MasterError>() {
                 Some(MasterError::Boot(_) | MasterError::WorkerBinMissing(_)) => {
                     ExitCode::from(EXIT_BOOT_ERROR)

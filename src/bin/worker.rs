@@ -3,7 +3,11 @@
 
 use clap::Parser;
 use pixfork::config::WorkerArgs;
-use pixfork::worker::{self, WorkerError, EXIT_AFTER_PANIC};
+use pixfork::worker::{self, ExitOnOom, WorkerError, EXIT_AFTER_PANIC};
+
+/// Failed allocations exit with a code of their own (see `ExitOnOom`).
+#[global_allocator]
+static ALLOC: ExitOnOom = ExitOnOom;
 
 fn main() {
     let args = WorkerArgs::parse();

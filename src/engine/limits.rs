@@ -89,6 +89,8 @@ pub struct FrameBudget {
 }
 
 impl FrameBudget {
+    /// A budget for frames of a `width` x `height` canvas (already checked
+    /// by [`check_canvas`]).
     pub fn new(width: u32, height: u32, limits: &Limits) -> FrameBudget {
         FrameBudget {
             canvas_pixels: u64::from(width) * u64::from(height),

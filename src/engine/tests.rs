@@ -939,7 +939,7 @@ fn test_ops_run_before_decoding() {
 /// A minimal little-endian tiled TIFF, 8-bit, `samples` per pixel.
 fn tiled_tiff(samples: u16, planar: u16) -> Vec<u8> {
     let (w, h, tile) = (40u32, 40u32, 16u32);
-    let per_plane = ((w + tile - 1) / tile) * ((h + tile - 1) / tile);
+    let per_plane = w.div_ceil(tile) * h.div_ceil(tile);
     let (tiles, tile_bytes) = if planar == 2 {
         (per_plane * u32::from(samples), tile * tile)
     } else {

@@ -77,7 +77,9 @@ impl ApiError {
                 PoolError::QueueFull | PoolError::QueueTimeout(_) | PoolError::ShuttingDown => {
                     StatusCode::SERVICE_UNAVAILABLE
                 }
-                PoolError::WorkerDied { .. } => StatusCode::BAD_GATEWAY,
+                PoolError::WorkerDied { .. } | PoolError::OutOfMemory { .. } => {
+                    StatusCode::BAD_GATEWAY
+                }
                 PoolError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             },
         }
@@ -107,6 +109,7 @@ impl ApiError {
                 PoolError::QueueTimeout(_) => "queue_timeout",
                 PoolError::ShuttingDown => "shutting_down",
                 PoolError::WorkerDied { .. } => "worker_crashed",
+                PoolError::OutOfMemory { .. } => "worker_out_of_memory",
                 PoolError::Timeout { .. } => "worker_timeout",
             },
         }

@@ -44,6 +44,7 @@ pub struct App {
     pub cfg: FrontConfig,
     /// Background jobs (`/v1/jobs/...`).
     pub jobs: crate::jobs::Jobs,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Every response of the service.
@@ -54,6 +55,7 @@ pub type Resp = Response<Full<Bytes>>;
 struct Trace {
     op: Option<&'static str>,
     done: Option<(usize, u32)>,
+    bytes_in: u64,
 }
 
 /// A JSON response.
@@ -105,6 +107,22 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, Infal
     }
     let status = resp.status().as_u16();
     let ms = elapsed.as_secs_f64() * 1000.0;
+    let bytes_out = hyper::body::Body::size_hint(resp.body())
+        .exact()
+        .unwrap_or(0);
+    let label = match path.as_str() {
+        "/healthz" => "healthz",
+        "/readyz" => "readyz",
+        "/metrics" => "metrics",
+        _ => trace.op.unwrap_or("unknown"),
+    };
+    app.metrics.request(
+        label,
+        status,
+        elapsed.as_secs_f64(),
+        trace.bytes_in,
+        bytes_out,
+    );
     let (slot, pid) = trace.done.map_or((None, None), |(s, p)| (Some(s), Some(p)));
     if path == "/healthz" || path == "/readyz" {
         tracing::debug!(request_id = %id, %method, %path, status, ms, "request");
@@ -134,6 +152,12 @@ async fn route(
             }
             Ok(readyz(&app.pool))
         }
+        "/metrics" => {
+            if req.method() != Method::GET && req.method() != Method::HEAD {
+                return Err(not_allowed(&req, "GET"));
+            }
+            Ok(metrics(app).await)
+        }
         p if p == "/v1/jobs" || p.starts_with("/v1/jobs/") => {
             trace.op = Some("jobs");
             crate::jobs::route(app, req, id).await
@@ -150,6 +174,7 @@ async fn route(
             }
             let task = params::parse_task(op_name, req.uri().query(), app.cfg.limits)?;
             let body = read_body(req, app.cfg.max_body).await?;
+            trace.bytes_in = body.len() as u64;
             if body.is_empty() && !is_test_only(&task) {
                 return Err(ApiError::EmptyBody);
             }
@@ -267,6 +292,31 @@ fn into_response(done: Done) -> Result<Resp, ApiError> {
         resp.headers_mut().insert("server-timing", v);
     }
     Ok(resp)
+}
+
+/// `GET /metrics`: pool gauges are read now, so they cannot drift.
+async fn metrics(app: &App) -> Resp {
+    use crate::metrics::StateLabels;
+    let m = &app.metrics;
+    let slots = app.pool.slots();
+    for (state, name) in [
+        (SlotState::Starting, "starting"),
+        (SlotState::Ready, "ready"),
+        (SlotState::Busy, "busy"),
+        (SlotState::Dead, "dead"),
+    ] {
+        let n = slots.iter().filter(|s| s.state == state).count();
+        m.workers
+            .get_or_create(&StateLabels { state: name })
+            .set(n as i64);
+    }
+    m.queue_depth.set(app.pool.queued() as i64);
+    let mut resp = Response::new(Full::new(Bytes::from(m.encode())));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    resp
 }
 
 fn readyz(pool: &Pool) -> Resp {

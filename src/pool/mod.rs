@@ -19,9 +19,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde::Serialize;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::metrics::Metrics;
 use crate::proto::{Limits, Outcome, Task, Timing};
 
 pub use spawn::SpawnError;
@@ -37,6 +38,15 @@ pub struct PoolConfig {
     pub limits: Limits,
     /// Largest input a worker accepts (the front's body cap).
     pub max_payload: u64,
+    /// Niceness of worker processes (the front keeps its own priority).
+    pub worker_nice: i32,
+    /// Pin slot i to the i-th allowed CPU (modulo their number).
+    pub pin_workers: bool,
+    /// Address-space limit of each worker (RLIMIT_AS), in bytes.
+    pub worker_memory_limit: Option<u64>,
+    /// Replace a worker after this many requests (plus a random jitter).
+    pub max_requests: Option<u64>,
+    pub max_requests_jitter: u64,
 }
 
 /// Why a request got no answer from a worker. The front maps each to a
@@ -59,6 +69,8 @@ pub enum PoolError {
         pid: u32,
         limit: Duration,
     },
+    #[error("worker {pid} in slot {slot} ran out of memory while processing the request (see --worker-memory-limit)")]
+    OutOfMemory { slot: usize, pid: u32 },
     #[error("the service is shutting down")]
     ShuttingDown,
 }
@@ -148,12 +160,46 @@ pub struct SlotSnapshot {
     pub restarts: u64,
 }
 
+/// Orders a slot obeys between two requests.
+pub(crate) enum SlotCmd {
+    /// Start a new worker, then retire the current one (SIGHUP).
+    Replace { ack: oneshot::Sender<bool> },
+    /// Finish the current request, stop the worker and end the slot (SIGTTOU).
+    Retire,
+}
+
+/// A slot as the pool sees it: its counters and its order channel.
+struct SlotEntry {
+    status: Arc<SlotStatus>,
+    control: mpsc::UnboundedSender<SlotCmd>,
+}
+
 pub(crate) struct Shared {
     cfg: PoolConfig,
+    metrics: Arc<Metrics>,
+    /// CPUs this process may run on, for `--pin-workers`.
+    cpus: Vec<usize>,
     jobs: async_channel::Receiver<Job>,
-    slots: Mutex<Vec<Arc<SlotStatus>>>,
+    slots: Mutex<Vec<SlotEntry>>,
     /// Flips to true when the pool stops: idle slots then close their workers.
     stop: watch::Receiver<bool>,
+}
+
+impl Shared {
+    /// The CPU slot `index` is pinned to, when pinning is on.
+    fn cpu_for(&self, index: usize) -> Option<usize> {
+        (self.cfg.pin_workers && !self.cpus.is_empty()).then(|| self.cpus[index % self.cpus.len()])
+    }
+}
+
+/// The CPUs this process may run on, in order.
+fn allowed_cpus() -> Vec<usize> {
+    match nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
+        Ok(set) => (0..nix::sched::CpuSet::count())
+            .filter(|&c| set.is_set(c).unwrap_or(false))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Handle to the pool; cheap to clone.
@@ -170,12 +216,14 @@ impl Pool {
     /// Spawns every worker and waits for each hello. Any failure here is a
     /// boot error: the caller should exit non-zero instead of limping on
     /// with a broken binary or configuration.
-    pub async fn start(cfg: PoolConfig) -> Result<Pool, SpawnError> {
+    pub async fn start(cfg: PoolConfig, metrics: Arc<Metrics>) -> Result<Pool, SpawnError> {
         let (queue, jobs) = async_channel::bounded(cfg.queue_depth.max(1));
         let (stop_tx, stop_rx) = watch::channel(false);
         let count = cfg.workers.max(1);
         let shared = Arc::new(Shared {
             cfg,
+            metrics,
+            cpus: allowed_cpus(),
             jobs,
             slots: Mutex::new(Vec::new()),
             stop: stop_rx,
@@ -184,8 +232,9 @@ impl Pool {
         let mut boots = Vec::with_capacity(count);
         for index in 0..count {
             let cfg = shared.cfg.clone();
+            let cpu = shared.cpu_for(index);
             boots.push(tokio::spawn(async move {
-                spawn::spawn_worker(&cfg, index).await
+                spawn::spawn_worker(&cfg, index, cpu).await
             }));
         }
         let mut workers = Vec::with_capacity(count);
@@ -208,6 +257,7 @@ impl Pool {
             }
             return Err(e);
         }
+        shared.metrics.worker_starts.inc_by(workers.len() as u64);
 
         let pool = Pool {
             shared: shared.clone(),
@@ -224,13 +274,76 @@ impl Pool {
 
     fn add_slot(&self, index: usize, worker: Option<spawn::Worker>) {
         let status = Arc::new(SlotStatus::new(index));
+        let (control, orders) = mpsc::unbounded_channel();
         if let Ok(mut slots) = self.shared.slots.lock() {
-            slots.push(status.clone());
+            slots.push(SlotEntry {
+                status: status.clone(),
+                control,
+            });
         }
-        let task = tokio::spawn(slot::run(self.shared.clone(), status, worker));
+        let task = tokio::spawn(slot::run(self.shared.clone(), status, orders, worker));
         if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.retain(|t| !t.is_finished());
             tasks.push(task);
         }
+    }
+
+    /// Adds one slot (SIGTTIN). Its number is one past the highest in use,
+    /// so slot numbers stay stable. Returns that number.
+    pub fn add_worker(&self) -> Option<usize> {
+        if *self.shared.stop.borrow() {
+            return None;
+        }
+        let index = match self.shared.slots.lock() {
+            Ok(slots) => slots.iter().map(|s| s.status.index + 1).max().unwrap_or(0),
+            Err(_) => return None,
+        };
+        self.add_slot(index, None);
+        Some(index)
+    }
+
+    /// Removes the highest-numbered slot (SIGTTOU), never the last one. Its
+    /// request in flight finishes first. Returns the removed slot's number.
+    pub fn remove_worker(&self) -> Option<usize> {
+        let entry = {
+            let mut slots = self.shared.slots.lock().ok()?;
+            if slots.len() <= 1 {
+                return None;
+            }
+            let pos = slots
+                .iter()
+                .enumerate()
+                .max_by_key(|(_, s)| s.status.index)
+                .map(|(i, _)| i)?;
+            slots.remove(pos)
+        };
+        let _ = entry.control.send(SlotCmd::Retire);
+        Some(entry.status.index)
+    }
+
+    /// Replaces every worker, one slot at a time (SIGHUP): each slot starts
+    /// its new worker before retiring the old one, between two requests, so
+    /// no request fails and at most one slot is out of service at a time.
+    /// Returns how many workers were replaced.
+    pub async fn reload(&self) -> usize {
+        let controls: Vec<mpsc::UnboundedSender<SlotCmd>> = match self.shared.slots.lock() {
+            Ok(slots) => slots.iter().map(|s| s.control.clone()).collect(),
+            Err(_) => return 0,
+        };
+        let mut replaced = 0;
+        for control in controls {
+            let (ack, done) = oneshot::channel();
+            if control.send(SlotCmd::Replace { ack }).is_err() {
+                continue;
+            }
+            // A busy slot answers after its request; bound the wait by the
+            // request deadline plus a worker start.
+            let limit = self.shared.cfg.timeout + Duration::from_secs(15);
+            if let Ok(Ok(true)) = tokio::time::timeout(limit, done).await {
+                replaced += 1;
+            }
+        }
+        replaced
     }
 
     /// Runs `task` on `input` in some worker. Waits at most the queue
@@ -279,13 +392,13 @@ impl Pool {
 
     /// Snapshot of every slot, for `/readyz`.
     pub fn slots(&self) -> Vec<SlotSnapshot> {
-        let slots = match self.shared.slots.lock() {
-            Ok(s) => s.clone(),
-            Err(_) => return Vec::new(),
+        let Ok(slots) = self.shared.slots.lock() else {
+            return Vec::new();
         };
         slots
             .iter()
-            .map(|s| {
+            .map(|e| {
+                let s = &e.status;
                 let pid = s.pid.load(Ordering::Relaxed);
                 SlotSnapshot {
                     slot: s.index,

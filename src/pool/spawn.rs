@@ -46,6 +46,11 @@ pub enum SpawnError {
 pub struct Worker {
     pub pid: u32,
     pub started: Instant,
+    /// Requests this process has answered.
+    pub served: u64,
+    /// Replace the process after this many requests (`--max-requests` plus
+    /// its own jitter, so workers started together do not recycle together).
+    pub recycle_after: Option<u64>,
     child: Child,
     stream: UnixStream,
 }
@@ -81,7 +86,11 @@ fn install_fd(fd: i32) -> std::io::Result<()> {
 /// Must be called from a runtime thread, never from `spawn_blocking`: the
 /// worker's parent-death signal fires when the *thread* that forked it ends,
 /// and blocking-pool threads end when idle.
-pub async fn spawn_worker(cfg: &PoolConfig, slot: usize) -> Result<Worker, SpawnError> {
+pub async fn spawn_worker(
+    cfg: &PoolConfig,
+    slot: usize,
+    cpu: Option<usize>,
+) -> Result<Worker, SpawnError> {
     let (master_end, child_end): (OwnedFd, OwnedFd) = socketpair(
         AddressFamily::Unix,
         SockType::Stream,
@@ -100,7 +109,26 @@ pub async fn spawn_worker(cfg: &PoolConfig, slot: usize) -> Result<Worker, Spawn
         .arg(std::process::id().to_string())
         .arg("--max-payload")
         .arg(cfg.max_payload.to_string())
-        .stdin(Stdio::null())
+        .arg(format!("--nice={}", cfg.worker_nice));
+    if let Some(cpu) = cpu {
+        cmd.arg("--cpu").arg(cpu.to_string());
+    }
+    if let Some(limit) = cfg.worker_memory_limit {
+        cmd.arg("--memory-limit").arg(limit.to_string());
+    }
+    // Service-manager variables are the master's alone: a worker must not
+    // answer systemd or believe it was socket-activated.
+    for var in [
+        "NOTIFY_SOCKET",
+        "LISTEN_FDS",
+        "LISTEN_PID",
+        "LISTEN_FDNAMES",
+        "WATCHDOG_USEC",
+        "WATCHDOG_PID",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
@@ -119,9 +147,14 @@ pub async fn spawn_worker(cfg: &PoolConfig, slot: usize) -> Result<Worker, Spawn
     let std_stream = std::os::unix::net::UnixStream::from(master_end);
     std_stream.set_nonblocking(true)?;
     let stream = UnixStream::from_std(std_stream)?;
+    let recycle_after = cfg
+        .max_requests
+        .map(|n| n.saturating_add(fastrand::u64(0..=cfg.max_requests_jitter)));
     let mut worker = Worker {
         pid,
         started: Instant::now(),
+        served: 0,
+        recycle_after,
         child,
         stream,
     };

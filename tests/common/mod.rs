@@ -136,6 +136,8 @@ fn to_resp(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Resp {
 
 pub struct Server {
     child: Option<Child>,
+    /// A state dir made for this server, removed when it is dropped.
+    own_state: Option<PathBuf>,
     pub addr: SocketAddr,
     pub pid: u32,
     logs: Arc<Mutex<String>>,
@@ -155,13 +157,34 @@ impl Server {
 
     /// Starts pixfork without waiting for readiness.
     pub fn spawn(extra: &[&str]) -> Server {
-        let mut args = vec!["--listen", "127.0.0.1:0"];
+        Server::spawn_with(&[], extra, &[])
+    }
+
+    /// Starts `prefix... pixfork --listen 127.0.0.1:0 [--workers 2] extra...`
+    /// with extra environment variables. `prefix` lets a test run the master
+    /// under a wrapper that execs it (such as systemd-socket-activate).
+    pub fn spawn_with(prefix: &[&str], extra: &[&str], envs: &[(&str, &str)]) -> Server {
+        let mut args: Vec<&str> = prefix.iter().skip(1).copied().collect();
+        if !prefix.is_empty() {
+            args.push(BIN);
+        }
+        if !extra.contains(&"--listen") {
+            args.extend(["--listen", "127.0.0.1:0"]);
+        }
         if !extra.contains(&"--workers") {
             args.extend(["--workers", "2"]);
         }
+        // Each server gets its own job store unless the test shares one.
+        let own_state = (!extra.contains(&"--state-dir")).then(temp_dir);
+        let state_arg = own_state.as_ref().map(|d| d.display().to_string());
+        if let Some(dir) = &state_arg {
+            args.extend(["--state-dir", dir.as_str()]);
+        }
         args.extend_from_slice(extra);
-        let mut child = Command::new(BIN)
+        let program = prefix.first().copied().unwrap_or(BIN);
+        let mut child = Command::new(program)
             .args(&args)
+            .envs(envs.iter().copied())
             .env("PIXFORK_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -207,6 +230,7 @@ impl Server {
             });
         Server {
             child: Some(child),
+            own_state,
             addr: addr.parse().expect("address"),
             pid,
             logs,
@@ -348,7 +372,21 @@ impl Drop for Server {
             let _ = child.kill();
             let _ = child.wait();
         }
+        if let Some(dir) = self.own_state.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
+}
+
+/// A fresh, empty directory under the system temp dir.
+pub fn temp_dir() -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("pixfork-test-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
 }
 
 /// True while /proc/<pid> exists with a command line of a pixfork worker

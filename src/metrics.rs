@@ -1,0 +1,207 @@
+//! Prometheus metrics, exposed at `GET /metrics`.
+//!
+//! Built on `prometheus-client` (the Prometheus project's own Rust client) so
+//! the exposition format is right by construction. Counters and histograms
+//! are updated where things happen; gauges that describe the pool's current
+//! state are read from it at scrape time, so they can never drift.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub op: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabels {
+    pub op: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabels {
+    pub version: &'static str,
+}
+
+/// Why a worker process ended, as the `reason` label says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeathReason {
+    /// Died on its own (signal, abort, panic, protocol error).
+    Crash,
+    /// Killed at the request deadline.
+    Timeout,
+    /// Replaced after `--max-requests`.
+    Recycle,
+    /// Ran out of memory (`--worker-memory-limit`).
+    Memory,
+    /// Replaced by SIGHUP.
+    Reload,
+    /// Removed by SIGTTOU or stopped at shutdown.
+    Stop,
+}
+
+impl DeathReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeathReason::Crash => "crash",
+            DeathReason::Timeout => "timeout",
+            DeathReason::Recycle => "recycle",
+            DeathReason::Memory => "memory",
+            DeathReason::Reload => "reload",
+            DeathReason::Stop => "stop",
+        }
+    }
+}
+
+/// Every metric of the service.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub latency: Family<OpLabels, Histogram>,
+    pub bytes_in: Counter,
+    pub bytes_out: Counter,
+    pub queue_depth: Gauge,
+    pub workers: Family<StateLabels, Gauge>,
+    pub worker_starts: Counter,
+    pub worker_deaths: Family<ReasonLabels, Counter>,
+    pub jobs: Family<StateLabels, Gauge>,
+    pub jobs_oldest_queued_age: Gauge,
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 ms .. ~16 s: thumbnails take tens of ms, big animations seconds.
+    Histogram::new([
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ])
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("pixfork");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<OpLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let bytes_in = Counter::default();
+        let bytes_out = Counter::default();
+        let queue_depth = Gauge::default();
+        let workers = Family::<StateLabels, Gauge>::default();
+        let worker_starts = Counter::default();
+        let worker_deaths = Family::<ReasonLabels, Counter>::default();
+        let jobs = Family::<StateLabels, Gauge>::default();
+        let jobs_oldest_queued_age = Gauge::default();
+        let build = Family::<VersionLabels, Gauge>::default();
+        build
+            .get_or_create(&VersionLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+
+        registry.register(
+            "requests",
+            "HTTP requests by op and status",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time to answer a request, by op",
+            latency.clone(),
+        );
+        registry.register(
+            "request_body_bytes",
+            "Request body bytes received",
+            bytes_in.clone(),
+        );
+        registry.register(
+            "response_body_bytes",
+            "Response body bytes sent",
+            bytes_out.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Requests waiting for a free worker",
+            queue_depth.clone(),
+        );
+        registry.register("workers", "Worker slots by state", workers.clone());
+        registry.register(
+            "worker_starts",
+            "Worker processes started",
+            worker_starts.clone(),
+        );
+        registry.register(
+            "worker_deaths",
+            "Worker processes that ended, by reason",
+            worker_deaths.clone(),
+        );
+        registry.register("jobs", "Background jobs by status", jobs.clone());
+        registry.register(
+            "jobs_oldest_queued_age_seconds",
+            "Age of the oldest queued background job",
+            jobs_oldest_queued_age.clone(),
+        );
+        registry.register("build_info", "Build version", build);
+        Arc::new(Metrics {
+            registry,
+            requests,
+            latency,
+            bytes_in,
+            bytes_out,
+            queue_depth,
+            workers,
+            worker_starts,
+            worker_deaths,
+            jobs,
+            jobs_oldest_queued_age,
+        })
+    }
+
+    /// Counts one worker death.
+    pub fn death(&self, reason: DeathReason) {
+        self.worker_deaths
+            .get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts one finished HTTP request.
+    pub fn request(&self, op: &str, status: u16, seconds: f64, bytes_in: u64, bytes_out: u64) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                op: op.to_string(),
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&OpLabels { op: op.to_string() })
+            .observe(seconds);
+        self.bytes_in.inc_by(bytes_in);
+        self.bytes_out.inc_by(bytes_out);
+    }
+
+    /// Renders the exposition text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

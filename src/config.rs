@@ -72,6 +72,15 @@ pub struct MasterArgs {
     #[arg(long, env = "PIXFORK_WORKER_MEMORY_LIMIT", value_parser = parse_size)]
     pub worker_memory_limit: Option<u64>,
 
+    /// Run workers without their sandbox (seccomp allow-list, no new
+    /// privileges, unprivileged user). Only for debugging.
+    #[arg(long, env = "PIXFORK_NO_SANDBOX")]
+    pub no_sandbox: bool,
+
+    /// User the workers switch to when pixfork runs as root.
+    #[arg(long, env = "PIXFORK_WORKER_USER", default_value = "nobody")]
+    pub worker_user: String,
+
     /// Replace a worker after it has served this many requests (bounds slow
     /// leaks and fragmentation) [default: never].
     #[arg(long, env = "PIXFORK_MAX_REQUESTS")]
@@ -208,6 +217,14 @@ pub struct WorkerArgs {
     /// Address-space limit (RLIMIT_AS) in bytes.
     #[arg(long)]
     pub memory_limit: Option<u64>,
+
+    /// Serve without the seccomp sandbox.
+    #[arg(long)]
+    pub no_sandbox: bool,
+
+    /// When started as root, switch to this user after the hello.
+    #[arg(long)]
+    pub user: Option<String>,
 }
 
 #[cfg(test)]

@@ -26,5 +26,6 @@ pub mod master;
 pub mod metrics;
 pub mod pool;
 pub mod proto;
+pub mod sandbox;
 pub mod systemd;
 pub mod worker;

@@ -123,6 +123,8 @@ pub async fn run(args: MasterArgs, listener: TcpListener) -> Result<(), MasterEr
             worker_memory_limit: args.worker_memory_limit,
             max_requests: args.max_requests,
             max_requests_jitter: args.max_requests_jitter,
+            no_sandbox: args.no_sandbox,
+            worker_user: args.worker_user.clone(),
         },
         metrics.clone(),
     )

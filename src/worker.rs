@@ -92,6 +92,8 @@ pub enum WorkerError {
     Pdeathsig(nix::Error),
     #[error("the engine panicked: {0}")]
     Panicked(String),
+    #[error("cannot enter the sandbox: {0} (pass --no-sandbox to run without it)")]
+    Sandbox(#[from] crate::sandbox::SandboxError),
     #[error("cannot apply {what}: {source}")]
     Setup {
         what: &'static str,
@@ -185,6 +187,12 @@ pub fn serve(args: &WorkerArgs) -> Result<(), WorkerError> {
     };
     proto::write_frame(&mut writer, &FromWorker::Hello(ours), &[])?;
     proto::check_hello(&theirs)?;
+    if !args.no_sandbox {
+        crate::sandbox::drop_privileges(args.user.as_deref())?;
+        // A credential change clears the parent-death signal: set it again.
+        die_with_parent(args.parent_pid)?;
+        crate::sandbox::install_filter()?;
+    }
     tracing::debug!(slot = args.slot, "worker ready");
 
     loop {

@@ -250,3 +250,64 @@ fn sigterm_drains_requests_in_flight() {
         assert_eq!(h.join().expect("thread").expect("response"), 200);
     }
 }
+
+#[test]
+fn the_sandbox_kills_a_worker_that_opens_a_file_or_a_socket() {
+    let s = Server::start(&[]);
+    let good = corpus_file("valid/png/tiny_1x1.png");
+    for op in ["__open", "__socket"] {
+        let before = s.worker_pids();
+        let r = s.post(&format!("/v1/{op}"), b"");
+        assert_eq!(r.status, 502, "{op}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.error_code(), "worker_crashed");
+        let msg = r.json()["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        assert!(
+            msg.contains("SIGSYS"),
+            "{op}: killed by the kernel's seccomp: {msg}"
+        );
+        wait_for("the worker replaced", Duration::from_secs(3), || {
+            let now = s.slots();
+            (now.iter().all(|(_, p, st)| st == "ready" && p.is_some())
+                && now
+                    .iter()
+                    .any(|(_, p, _)| !before.contains(&p.unwrap_or(0))))
+            .then_some(())
+        });
+        assert_eq!(s.post("/v1/resize?width=1", &good).status, 200);
+    }
+    // Started as root, workers run as an unprivileged user.
+    if nix::unistd::geteuid().is_root() {
+        for pid in s.worker_pids() {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+            let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap_or("");
+            assert!(
+                !uid.split_whitespace().skip(1).any(|u| u == "0"),
+                "worker {pid} {uid}"
+            );
+            let nnp = status
+                .lines()
+                .find(|l| l.starts_with("NoNewPrivs:"))
+                .unwrap_or("");
+            assert!(nnp.ends_with('1'), "{nnp}");
+            let seccomp = status
+                .lines()
+                .find(|l| l.starts_with("Seccomp:"))
+                .unwrap_or("");
+            assert!(seccomp.ends_with('2'), "filter mode: {seccomp}");
+        }
+    }
+    assert!(s.stop().success());
+}
+
+#[test]
+fn without_the_sandbox_the_same_calls_succeed() {
+    let s = Server::start(&["--no-sandbox"]);
+    for op in ["__open", "__socket"] {
+        let r = s.post(&format!("/v1/{op}"), b"");
+        assert_eq!(r.status, 200, "{op}: {}", String::from_utf8_lossy(&r.body));
+    }
+    assert!(s.stop().success());
+}

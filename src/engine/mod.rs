@@ -154,10 +154,7 @@ fn orient(content: Content, orientation: image::metadata::Orientation) -> Conten
 }
 
 fn is_test_op(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::TestSleep { .. } | Op::TestPanic | Op::TestAbort | Op::TestSegv
-    )
+    op.is_test()
 }
 
 /// Executes the test ops in order (feature `test-ops`).
@@ -177,6 +174,16 @@ fn run_test_ops(test_ops: &[&Op]) -> Result<(), EngineError> {
                 let _ = raise(Signal::SIGSEGV);
                 let _ = raise(Signal::SIGSEGV);
                 std::process::abort();
+            }
+            // Both must fail under the worker's sandbox (the kernel kills
+            // the process); without it they succeed and the request is 200.
+            Op::TestOpenFile => {
+                let opened = std::fs::File::open("/proc/self/status");
+                tracing::warn!("test op __open: {:?}", opened.map(|_| ()));
+            }
+            Op::TestSocket => {
+                let bound = std::net::UdpSocket::bind("127.0.0.1:0");
+                tracing::warn!("test op __socket: {:?}", bound.map(|_| ()));
             }
             _ => {}
         }

@@ -88,9 +88,16 @@ fn apply_op(
             height,
         } => crop(image, x, y, width, height),
         Op::Convert => Ok(image),
-        Op::Info | Op::TestSleep { .. } | Op::TestPanic | Op::TestAbort | Op::TestSegv => Err(
-            EngineError::Internal(format!("op {} cannot be applied to pixels", op.name())),
-        ),
+        Op::Info
+        | Op::TestSleep { .. }
+        | Op::TestPanic
+        | Op::TestAbort
+        | Op::TestSegv
+        | Op::TestOpenFile
+        | Op::TestSocket => Err(EngineError::Internal(format!(
+            "op {} cannot be applied to pixels",
+            op.name()
+        ))),
     }
 }
 

@@ -187,13 +187,7 @@ async fn route(
 
 /// Test ops need no image, so their requests may have empty bodies.
 fn is_test_only(task: &crate::proto::Task) -> bool {
-    use crate::proto::Op;
-    task.ops.iter().all(|op| {
-        matches!(
-            op,
-            Op::TestSleep { .. } | Op::TestPanic | Op::TestAbort | Op::TestSegv
-        )
-    })
+    task.ops.iter().all(|op| op.is_test())
 }
 
 fn not_allowed(req: &Request<Incoming>, allow: &'static str) -> ApiError {

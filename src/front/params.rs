@@ -257,6 +257,20 @@ pub static OPS: &[OpSpec] = &[
         build: |_| Ok(Op::TestSegv),
         test_only: true,
     },
+    OpSpec {
+        name: "__open",
+        help: "test only: open a file in the worker (forbidden by the sandbox)",
+        params: &[],
+        build: |_| Ok(Op::TestOpenFile),
+        test_only: true,
+    },
+    OpSpec {
+        name: "__socket",
+        help: "test only: open a socket in the worker (forbidden by the sandbox)",
+        params: &[],
+        build: |_| Ok(Op::TestSocket),
+        test_only: true,
+    },
 ];
 
 /// Looks up an operation that this build serves.

@@ -47,6 +47,10 @@ pub struct PoolConfig {
     /// Replace a worker after this many requests (plus a random jitter).
     pub max_requests: Option<u64>,
     pub max_requests_jitter: u64,
+    /// Run workers without their seccomp sandbox.
+    pub no_sandbox: bool,
+    /// User the workers switch to when started as root.
+    pub worker_user: String,
 }
 
 /// Why a request got no answer from a worker. The front maps each to a

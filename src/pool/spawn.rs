@@ -113,6 +113,11 @@ pub async fn spawn_worker(
     if let Some(cpu) = cpu {
         cmd.arg("--cpu").arg(cpu.to_string());
     }
+    if cfg.no_sandbox {
+        cmd.arg("--no-sandbox");
+    } else {
+        cmd.arg("--user").arg(&cfg.worker_user);
+    }
     if let Some(limit) = cfg.worker_memory_limit {
         cmd.arg("--memory-limit").arg(limit.to_string());
     }

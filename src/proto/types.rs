@@ -49,6 +49,10 @@ pub enum Op {
     TestAbort,
     /// Test-only: raise SIGSEGV in the worker process.
     TestSegv,
+    /// Test-only: open a file, which the worker's sandbox forbids.
+    TestOpenFile,
+    /// Test-only: create a network socket, which the worker's sandbox forbids.
+    TestSocket,
 }
 
 impl Op {
@@ -68,7 +72,22 @@ impl Op {
             Op::TestPanic => "__panic",
             Op::TestAbort => "__abort",
             Op::TestSegv => "__segv",
+            Op::TestOpenFile => "__open",
+            Op::TestSocket => "__socket",
         }
+    }
+
+    /// Test-only ops need no image and exist only in `test-ops` builds.
+    pub fn is_test(&self) -> bool {
+        matches!(
+            self,
+            Op::TestSleep { .. }
+                | Op::TestPanic
+                | Op::TestAbort
+                | Op::TestSegv
+                | Op::TestOpenFile
+                | Op::TestSocket
+        )
     }
 }
 

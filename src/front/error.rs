@@ -24,6 +24,8 @@ pub enum ApiError {
     MethodNotAllowed { method: String, allow: &'static str },
     #[error("request body is larger than the limit of {limit} bytes")]
     BodyTooLarge { limit: u64 },
+    #[error("the request body did not arrive within {0:?}")]
+    BodyTimeout(std::time::Duration),
     #[error("request body is empty; send the image bytes as the body")]
     EmptyBody,
     #[error("could not read the request body: {0}")]
@@ -62,6 +64,7 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             ApiError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnknownOp(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -96,6 +99,7 @@ impl ApiError {
             ApiError::BodyTooLarge { .. } => "body_too_large",
             ApiError::EmptyBody => "empty_body",
             ApiError::BodyRead(_) => "bad_body",
+            ApiError::BodyTimeout(_) => "body_timeout",
             ApiError::Work(w) => match w.kind {
                 ErrorKind::BadParameter => "bad_parameter",
                 ErrorKind::Unsupported => "unsupported_format",

@@ -31,6 +31,14 @@ use error::ApiError;
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a client may take to send a whole request body: a slow-body
+/// client (slowloris) cannot hold a connection and a buffer longer.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Most connections served at once; further clients wait in the kernel's
+/// accept backlog instead of costing a task and a buffer each.
+pub const MAX_CONNECTIONS: usize = 4096;
+
 /// What the front needs besides the pool.
 #[derive(Debug, Clone)]
 pub struct FrontConfig {
@@ -221,8 +229,13 @@ pub async fn read_body(req: Request<Incoming>, max: u64) -> Result<Bytes, ApiErr
     let limit = usize::try_from(max).unwrap_or(usize::MAX);
     let mut body = req.into_body();
     let mut buf = bytes::BytesMut::with_capacity(declared.map_or(64 * 1024, |n| n as usize));
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ApiError::BodyRead(e.to_string()))?;
+    let deadline = tokio::time::Instant::now() + BODY_READ_TIMEOUT;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(frame)) => frame.map_err(|e| ApiError::BodyRead(e.to_string()))?,
+            Ok(None) => break,
+            Err(_) => return Err(ApiError::BodyTimeout(BODY_READ_TIMEOUT)),
+        };
         if let Some(data) = frame.data_ref() {
             if buf.len() + data.len() > limit {
                 drain(body).await;
@@ -346,7 +359,17 @@ pub async fn serve(
 ) {
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        // Take a connection slot before accepting: at the cap, new clients
+        // queue in the kernel backlog rather than in this process.
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = &mut shutdown => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, _peer) = match accepted {
@@ -370,6 +393,7 @@ pub async fn serve(
                     if let Err(e) = conn.await {
                         tracing::debug!("connection ended with an error: {e}");
                     }
+                    drop(permit);
                 });
             }
             _ = &mut shutdown => break,

@@ -108,6 +108,15 @@ pub struct MasterArgs {
     #[arg(long, env = "PIXFORK_MAX_BODY", default_value = "32MiB", value_parser = parse_size)]
     pub max_body: u64,
 
+    /// How long a client may take to send its request headers (slow clients
+    /// cannot hold a connection longer).
+    #[arg(long, env = "PIXFORK_HEADER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
+    /// How long a client may take to send a whole request body (408 past it).
+    #[arg(long, env = "PIXFORK_BODY_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+
     /// Largest width x height of one image (of the canvas, for animations).
     #[arg(long, env = "PIXFORK_MAX_PIXELS", default_value_t = 50_000_000)]
     pub max_pixels: u64,

@@ -158,6 +158,8 @@ pub async fn run(args: MasterArgs, listener: TcpListener) -> Result<(), MasterEr
         cfg: FrontConfig {
             max_body: args.max_body,
             limits: args.limits(),
+            header_timeout: args.header_timeout,
+            body_timeout: args.body_timeout,
         },
         jobs: jobs.clone(),
         metrics,

@@ -28,13 +28,6 @@ use crate::pool::{Done, Pool, SlotState};
 use crate::proto::{Limits, Outcome};
 use error::ApiError;
 
-/// How long a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// How long a client may take to send a whole request body: a slow-body
-/// client (slowloris) cannot hold a connection and a buffer longer.
-pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// Most connections served at once; further clients wait in the kernel's
 /// accept backlog instead of costing a task and a buffer each.
 pub const MAX_CONNECTIONS: usize = 4096;
@@ -44,6 +37,11 @@ pub const MAX_CONNECTIONS: usize = 4096;
 pub struct FrontConfig {
     pub max_body: u64,
     pub limits: Limits,
+    /// How long a client may take to send its request headers.
+    pub header_timeout: Duration,
+    /// How long a client may take to send a whole request body: a
+    /// slow-body client (slowloris) cannot hold a connection longer.
+    pub body_timeout: Duration,
 }
 
 /// Shared state of every connection.
@@ -181,7 +179,7 @@ async fn route(
                 return Err(not_allowed(&req, "POST"));
             }
             let task = params::parse_task(op_name, req.uri().query(), app.cfg.limits)?;
-            let body = read_body(req, app.cfg.max_body).await?;
+            let body = read_body(req, app.cfg.max_body, app.cfg.body_timeout).await?;
             trace.bytes_in = body.len() as u64;
             if body.is_empty() && !is_test_only(&task) {
                 return Err(ApiError::EmptyBody);
@@ -207,7 +205,11 @@ fn not_allowed(req: &Request<Incoming>, allow: &'static str) -> ApiError {
 
 /// Reads the body under the cap: a declared length over it is refused before
 /// a byte is read, and a chunked body is cut off as soon as it passes it.
-pub async fn read_body(req: Request<Incoming>, max: u64) -> Result<Bytes, ApiError> {
+pub async fn read_body(
+    req: Request<Incoming>,
+    max: u64,
+    timeout: Duration,
+) -> Result<Bytes, ApiError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -229,12 +231,12 @@ pub async fn read_body(req: Request<Incoming>, max: u64) -> Result<Bytes, ApiErr
     let limit = usize::try_from(max).unwrap_or(usize::MAX);
     let mut body = req.into_body();
     let mut buf = bytes::BytesMut::with_capacity(declared.map_or(64 * 1024, |n| n as usize));
-    let deadline = tokio::time::Instant::now() + BODY_READ_TIMEOUT;
+    let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
             Ok(Some(frame)) => frame.map_err(|e| ApiError::BodyRead(e.to_string()))?,
             Ok(None) => break,
-            Err(_) => return Err(ApiError::BodyTimeout(BODY_READ_TIMEOUT)),
+            Err(_) => return Err(ApiError::BodyTimeout(timeout)),
         };
         if let Some(data) = frame.data_ref() {
             if buf.len() + data.len() > limit {
@@ -382,11 +384,12 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let header_timeout = app.cfg.header_timeout;
                 let app = app.clone();
                 let svc = service_fn(move |req| handle(app.clone(), req));
                 let conn = http1::Builder::new()
                     .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .header_read_timeout(header_timeout)
                     .serve_connection(TokioIo::new(stream), svc);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {

@@ -117,7 +117,8 @@ pub async fn run(args: MasterArgs, listener: TcpListener) -> Result<(), MasterEr
             queue_timeout: args.queue_timeout,
             timeout: args.timeout,
             limits: args.limits(),
-            max_payload: args.max_body,
+            // Workers take sync bodies and job inputs alike.
+            max_payload: args.max_body.max(args.max_job_bytes),
             worker_nice: args.worker_nice,
             pin_workers: args.pin_workers,
             worker_memory_limit: args.worker_memory_limit,

@@ -5,6 +5,7 @@
 //! are updated where things happen; gauges that describe the pool's current
 //! state are read from it at scrape time, so they can never drift.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -82,7 +83,7 @@ pub struct Metrics {
     pub worker_starts: Counter,
     pub worker_deaths: Family<ReasonLabels, Counter>,
     pub jobs: Family<StateLabels, Gauge>,
-    pub jobs_oldest_queued_age: Gauge,
+    pub jobs_oldest_queued_age: Gauge<f64, AtomicU64>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -106,7 +107,7 @@ impl Metrics {
         let worker_starts = Counter::default();
         let worker_deaths = Family::<ReasonLabels, Counter>::default();
         let jobs = Family::<StateLabels, Gauge>::default();
-        let jobs_oldest_queued_age = Gauge::default();
+        let jobs_oldest_queued_age = Gauge::<f64, AtomicU64>::default();
         let build = Family::<VersionLabels, Gauge>::default();
         build
             .get_or_create(&VersionLabels {

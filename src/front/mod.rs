@@ -320,6 +320,21 @@ async fn metrics(app: &App) -> Resp {
             .set(n as i64);
     }
     m.queue_depth.set(app.pool.queued() as i64);
+    let jobs = app.jobs.stats().await;
+    if jobs.available {
+        for (name, n) in [
+            ("queued", jobs.queued),
+            ("running", jobs.running),
+            ("done", jobs.done),
+            ("failed", jobs.failed),
+            ("expired", jobs.expired),
+        ] {
+            m.jobs
+                .get_or_create(&StateLabels { state: name })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        m.jobs_oldest_queued_age.set(jobs.oldest_queued_age_secs);
+    }
     let mut resp = Response::new(Full::new(Bytes::from(m.encode())));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -1,16 +1,54 @@
-//! Durable background jobs: `POST /v1/jobs/{op}` answers 202 at once and the
-//! work runs on the shared worker pool.
+//! Durable background jobs: `POST /v1/jobs/{op}` stores the job and answers
+//! 202 at once; a runner executes it on the shared worker pool; the client
+//! polls `GET /v1/jobs/{id}` and fetches `GET /v1/jobs/{id}/result`.
 //!
-//! PLACEHOLDER: the store and runner are being written; until then every
-//! jobs route answers 404. Nothing here is final.
+//! # Pieces
+//!
+//! - [`model`]: the plain data both stores speak (statuses, records, stats).
+//! - [`store`]: the embedded SQLite store (default, under `--state-dir`) and
+//!   the Redis store (`--jobs-url`, shared by several instances), behind one
+//!   enum so everything else is written once.
+//! - `runner`: claims jobs while one of `--job-slots` permits is free, runs
+//!   them with [`Pool::run`], writes their end; and the TTL sweeper.
+//! - `http`: the routes.
+//!
+//! # Guarantees
+//!
+//! - A 202 is sent only after the job is committed (SQLite: fsynced WAL
+//!   commit; Redis: one MULTI acknowledged by the server).
+//! - A job ends exactly once as `done` or `failed` (or is deleted by its
+//!   client): every store write of a claimed job is guarded by the claim's
+//!   token and by `status = running`, and a finished job never returns to
+//!   the queue.
+//! - A job whose attempt kills its worker (or times out, or is cut off by a
+//!   crash of the whole instance) is retried once; the second such attempt
+//!   fails it with `job_poison`.
+
+mod http;
+pub mod model;
+mod runner;
+pub mod store;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::Request;
+use tokio::sync::{watch, Notify, Semaphore};
+use tokio::task::JoinHandle;
 
 use crate::front::error::ApiError;
 use crate::front::{App, Resp};
 use crate::pool::Pool;
 use crate::proto::Limits;
+
+pub use model::JobStats;
+use store::Store;
+
+/// How long [`Jobs::shutdown`] lets running jobs finish before handing them
+/// back to the queue (the front's default graceful timeout).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Settings of the job system, from the master's flags.
 #[derive(Debug, Clone)]
@@ -24,28 +62,150 @@ pub struct JobsConfig {
     pub limits: Limits,
 }
 
-/// Why the job system could not start or serve.
+/// Why the job system could not start. Each one stops the master with a
+/// message that names what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum JobsError {
     #[error("job store: {0}")]
     Store(String),
+    #[error(
+        "cannot use the state dir {path}: {source} (--state-dir must be a writable directory)"
+    )]
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the state dir {path} is in use by another pixfork ({reason}); give each instance its own --state-dir, or share jobs with --jobs-url")]
+    Locked { path: PathBuf, reason: String },
+    #[error("cannot open the job database {path}: {source}")]
+    Database {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    // The URL itself is not repeated: it may carry a password.
+    #[error("invalid --jobs-url: {reason} (expected redis://host:port/db)")]
+    RedisUrl { reason: String },
+}
+
+/// Everything the runner, the sweeper and the routes share.
+struct Inner {
+    store: Store,
+    cfg: JobsConfig,
+    pool: Pool,
+    /// Names this process in job records and, with Redis, is its consumer
+    /// name in the group.
+    instance: String,
+    /// A job was submitted: the SQLite runner stops waiting.
+    wake: Notify,
+    /// `--job-slots` permits; a claimed job holds one until its end is written.
+    slots: Arc<Semaphore>,
+    /// Stops the claim loop and the sweeper.
+    stop: watch::Sender<bool>,
+    /// Makes jobs still running after the shutdown grace go back to the queue.
+    abandon: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// Handle to the job system; cheap to clone.
 #[derive(Clone)]
-pub struct Jobs {}
+pub struct Jobs {
+    inner: Arc<Inner>,
+}
 
 impl Jobs {
-    /// Opens the store and starts the runner.
-    pub async fn start(_cfg: JobsConfig, _pool: Pool) -> Result<Jobs, JobsError> {
-        Ok(Jobs {})
+    /// Opens the store (recovering jobs an unclean stop left running) and
+    /// starts the runner and the sweeper.
+    pub async fn start(cfg: JobsConfig, pool: Pool) -> Result<Jobs, JobsError> {
+        let instance = instance_name();
+        let (store, recovered) = Store::open(&cfg, &instance).await?;
+        let slots = cfg.job_slots.max(1);
+        let inner = Arc::new(Inner {
+            store,
+            pool,
+            instance,
+            wake: Notify::new(),
+            slots: Arc::new(Semaphore::new(slots)),
+            stop: watch::channel(false).0,
+            abandon: watch::channel(false).0,
+            tasks: Mutex::new(Vec::new()),
+            cfg,
+        });
+        let runner = tokio::spawn(runner::claim_loop(inner.clone()));
+        let sweeper = tokio::spawn(runner::sweep_loop(inner.clone()));
+        if let Ok(mut t) = inner.tasks.lock() {
+            t.extend([runner, sweeper]);
+        }
+        tracing::info!(
+            store = inner.store.kind(),
+            instance = %inner.instance,
+            job_slots = slots,
+            recovered,
+            "job system ready"
+        );
+        Ok(Jobs { inner })
     }
 
-    /// Stops taking new work; jobs in flight finish or stay queued on disk.
-    pub async fn shutdown(&self) {}
+    /// Stops taking new work, lets running jobs finish (up to 30 s; after
+    /// that they go back to the queue), then closes the store. Queued jobs
+    /// stay stored for the next start.
+    pub async fn shutdown(&self) {
+        let inner = &self.inner;
+        let _ = inner.stop.send(true);
+        let tasks: Vec<JoinHandle<()>> = match inner.tasks.lock() {
+            Ok(mut t) => t.drain(..).collect(),
+            Err(_) => Vec::new(),
+        };
+        for t in tasks {
+            let _ = t.await;
+        }
+        let all = u32::try_from(inner.cfg.job_slots.max(1)).unwrap_or(u32::MAX);
+        if tokio::time::timeout(SHUTDOWN_GRACE, inner.slots.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "jobs still running after {SHUTDOWN_GRACE:?}: handing them back to the queue"
+            );
+            let _ = inner.abandon.send(true);
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), inner.slots.acquire_many(all)).await;
+        }
+        inner.slots.close();
+        if tokio::time::timeout(Duration::from_secs(10), inner.store.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the job store did not close within 10 s");
+        }
+        tracing::info!("job system stopped");
+    }
+
+    /// Counts by status and the age of the oldest queued job. Never fails:
+    /// when the store cannot be read, `available` is false.
+    pub async fn stats(&self) -> JobStats {
+        match self.inner.store.stats().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot read job stats: {e}");
+                JobStats::default()
+            }
+        }
+    }
 }
 
 /// Serves `/v1/jobs` and `/v1/jobs/...`.
-pub async fn route(_app: &App, req: Request<Incoming>, _id: &str) -> Result<Resp, ApiError> {
-    Err(ApiError::NotFound(req.uri().path().to_string()))
+pub async fn route(app: &App, req: Request<Incoming>, id: &str) -> Result<Resp, ApiError> {
+    http::route(app, req, id).await
+}
+
+/// `host:pid:random`: readable in a status JSON, unique across restarts
+/// (a restarted instance must not inherit its old Redis consumer's claims).
+fn instance_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}:{}:{}", std::process::id(), &nonce[..6])
 }

@@ -220,14 +220,18 @@ impl Server {
                 }
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| {
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(a) => a,
+            Err(_) => {
+                // Never leave the process behind a failed start.
+                let _ = child.kill();
+                let _ = child.wait();
                 panic!(
                     "pixfork did not log its address; logs:\n{}",
                     logs.lock().map(|l| l.clone()).unwrap_or_default()
                 )
-            });
+            }
+        };
         Server {
             child: Some(child),
             own_state,

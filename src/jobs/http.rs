@@ -1,0 +1,314 @@
+//! The `/v1/jobs` routes.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `POST /v1/jobs/{op}?params` | 202 `{id, status, status_url, result_url}` + `Location` |
+//! | `GET /v1/jobs/{id}` | the job's status JSON |
+//! | `GET /v1/jobs/{id}/result` | the result bytes; 409 not done, the job's error when failed |
+//! | `DELETE /v1/jobs/{id}` | 204: cancel a queued job or remove a finished one; 409 running |
+//! | `GET /v1/jobs` | counts by status ([`JobStats`](super::JobStats)) |
+//!
+//! Unknown ids are 404 `job_not_found`; ids whose job expired after
+//! `--job-ttl` are 410 `job_expired` (for a day, then 404).
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::json;
+
+use super::model::{now_ms, rfc3339, JobError, JobRecord, Lookup, NewJob, Removed, ResultLookup};
+use super::store::StoreError;
+use super::Inner;
+use crate::front::error::ApiError;
+use crate::front::{json, read_body, App, Resp};
+use crate::proto::{Op, Task};
+
+pub(super) async fn route(
+    app: &App,
+    req: Request<Incoming>,
+    request_id: &str,
+) -> Result<Resp, ApiError> {
+    let inner = &*app.jobs.inner;
+    let path = req.uri().path().to_string();
+    let rest = path
+        .strip_prefix("/v1/jobs")
+        .unwrap_or_default()
+        .trim_matches('/');
+    let parts: Vec<&str> = if rest.is_empty() {
+        Vec::new()
+    } else {
+        rest.split('/').collect()
+    };
+    let method = req.method().clone();
+    match (parts.as_slice(), method) {
+        ([], Method::GET) => stats(inner).await,
+        ([], m) => Err(not_allowed(m, "GET")),
+        ([op], Method::POST) => submit(inner, req, op, &app.cfg, request_id).await,
+        ([id], Method::GET) => status(inner, id).await,
+        ([id], Method::DELETE) => remove(inner, id).await,
+        ([_], m) => Err(not_allowed(m, "GET, POST, DELETE")),
+        ([id, "result"], Method::GET) => result(inner, id).await,
+        ([_, "result"], m) => Err(not_allowed(m, "GET")),
+        _ => Err(ApiError::NotFound(path)),
+    }
+}
+
+fn not_allowed(method: Method, allow: &'static str) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        allow,
+    }
+}
+
+fn job_error(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::Job {
+        status,
+        code,
+        message: message.into(),
+    }
+}
+
+fn unavailable(e: StoreError) -> ApiError {
+    tracing::warn!("job store unavailable: {e}");
+    job_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "job_store_unavailable",
+        format!("the job store is unavailable, try again later ({e})"),
+    )
+}
+
+fn not_found(id: &str) -> ApiError {
+    job_error(
+        StatusCode::NOT_FOUND,
+        "job_not_found",
+        format!("no job with id {id:?}"),
+    )
+}
+
+fn expired(id: &str) -> ApiError {
+    job_error(
+        StatusCode::GONE,
+        "job_expired",
+        format!("job {id} finished longer than --job-ttl ago; its result was deleted"),
+    )
+}
+
+/// Ids are 32 lowercase hex digits; anything else cannot be a job, and is
+/// answered without asking the store.
+fn valid_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Jobs made only of test ops need no image (as on the sync route).
+fn needs_body(task: &Task) -> bool {
+    !task.ops.iter().all(|op| {
+        matches!(
+            op,
+            Op::TestSleep { .. } | Op::TestPanic | Op::TestAbort | Op::TestSegv
+        )
+    })
+}
+
+async fn submit(
+    inner: &Inner,
+    req: Request<Incoming>,
+    op: &str,
+    front: &crate::front::FrontConfig,
+    request_id: &str,
+) -> Result<Resp, ApiError> {
+    let query = req.uri().query().unwrap_or("").to_string();
+    // Validated exactly as the sync route, before anything is stored.
+    let task = crate::front::params::parse_task(op, Some(&query), inner.cfg.limits)?;
+    // The pool's payload cap is the larger of --max-body and
+    // --max-job-bytes (see master.rs), so any stored input reaches a worker.
+    let limit = inner.cfg.max_job_bytes;
+    let input = read_body(req, limit, front.body_timeout).await?;
+    if input.is_empty() && needs_body(&task) {
+        return Err(ApiError::EmptyBody);
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let bytes = input.len();
+    inner
+        .store
+        .submit(NewJob {
+            id: id.clone(),
+            op: op.to_string(),
+            query,
+            input,
+            created_ms: now_ms(),
+        })
+        .await
+        .map_err(unavailable)?;
+    inner.wake.notify_one();
+    tracing::info!(request_id, job_id = %id, op, bytes, "job accepted");
+    let status_url = format!("/v1/jobs/{id}");
+    let result_url = format!("/v1/jobs/{id}/result");
+    let mut resp = json(
+        StatusCode::ACCEPTED,
+        &json!({
+            "id": id,
+            "status": "queued",
+            "status_url": status_url,
+            "result_url": result_url,
+        }),
+    );
+    if let Ok(v) = HeaderValue::from_str(&status_url) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(resp)
+}
+
+fn status_json(rec: &JobRecord) -> serde_json::Value {
+    let mut v = json!({
+        "id": rec.id,
+        "op": rec.op,
+        "status": rec.status.as_str(),
+        "created_at": rfc3339(rec.created_ms),
+        "attempts": rec.attempts,
+        "status_url": format!("/v1/jobs/{}", rec.id),
+        "result_url": format!("/v1/jobs/{}/result", rec.id),
+    });
+    if let Some(t) = rec.started_ms {
+        v["started_at"] = json!(rfc3339(t));
+    }
+    if let Some(t) = rec.finished_ms {
+        v["finished_at"] = json!(rfc3339(t));
+    }
+    if let Some(i) = &rec.instance {
+        v["instance"] = json!(i);
+    }
+    if let Some(e) = &rec.error {
+        v["error"] = json!({"code": e.code, "message": e.message});
+    }
+    v
+}
+
+async fn status(inner: &Inner, id: &str) -> Result<Resp, ApiError> {
+    if !valid_id(id) {
+        return Err(not_found(id));
+    }
+    match inner.store.get(id).await.map_err(unavailable)? {
+        Lookup::Found(rec) => Ok(json(StatusCode::OK, &status_json(&rec))),
+        Lookup::Expired => Err(expired(id)),
+        Lookup::Missing => Err(not_found(id)),
+    }
+}
+
+async fn result(inner: &Inner, id: &str) -> Result<Resp, ApiError> {
+    if !valid_id(id) {
+        return Err(not_found(id));
+    }
+    match inner.store.result(id).await.map_err(unavailable)? {
+        ResultLookup::Missing => Err(not_found(id)),
+        ResultLookup::Expired => Err(expired(id)),
+        ResultLookup::NotReady(s) => Err(job_error(
+            StatusCode::CONFLICT,
+            "job_not_done",
+            format!(
+                "job {id} is {}; poll /v1/jobs/{id} until it is done",
+                s.as_str()
+            ),
+        )),
+        ResultLookup::Failed(e) => Err(failed(&e)),
+        ResultLookup::Ready {
+            content_type,
+            dims,
+            body,
+        } => {
+            let mut resp = Response::new(Full::new(body));
+            let h = resp.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(&content_type) {
+                h.insert(header::CONTENT_TYPE, v);
+            }
+            if let Some(d) = dims {
+                h.insert("x-image-width", HeaderValue::from(d.width));
+                h.insert("x-image-height", HeaderValue::from(d.height));
+                h.insert("x-image-frames", HeaderValue::from(d.frames));
+            }
+            Ok(resp)
+        }
+    }
+}
+
+/// A failed job's error as the sync route would have answered it.
+fn failed(e: &JobError) -> ApiError {
+    job_error(
+        StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        static_code(&e.code),
+        e.message.clone(),
+    )
+}
+
+/// Every code a job can fail with, so a stored code becomes the
+/// `&'static str` that [`ApiError`] carries.
+const KNOWN_CODES: &[&str] = &[
+    "bad_parameter",
+    "unknown_parameter",
+    "unknown_op",
+    "empty_body",
+    "unsupported_format",
+    "corrupt_image",
+    "image_too_large",
+    "internal_error",
+    "worker_crashed",
+    "worker_timeout",
+    "worker_out_of_memory",
+    super::model::POISON_CODE,
+    "result_too_large",
+];
+
+fn static_code(code: &str) -> &'static str {
+    KNOWN_CODES
+        .iter()
+        .find(|c| **c == code)
+        .copied()
+        .unwrap_or("job_failed")
+}
+
+async fn remove(inner: &Inner, id: &str) -> Result<Resp, ApiError> {
+    if !valid_id(id) {
+        return Err(not_found(id));
+    }
+    match inner.store.remove(id).await.map_err(unavailable)? {
+        Removed::Deleted => {
+            tracing::info!(job_id = %id, "job deleted");
+            let mut resp = Response::new(Full::new(Bytes::new()));
+            *resp.status_mut() = StatusCode::NO_CONTENT;
+            Ok(resp)
+        }
+        Removed::Running => Err(job_error(
+            StatusCode::CONFLICT,
+            "job_running",
+            format!("job {id} is running and cannot be deleted now; delete it once it is done"),
+        )),
+        Removed::Expired => Err(expired(id)),
+        Removed::Missing => Err(not_found(id)),
+    }
+}
+
+async fn stats(inner: &Inner) -> Result<Resp, ApiError> {
+    let s = inner.store.stats().await.map_err(unavailable)?;
+    Ok(json(StatusCode::OK, &s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_32_lowercase_hex() {
+        assert!(valid_id(&uuid::Uuid::new_v4().simple().to_string()));
+        assert!(!valid_id("resize"));
+        assert!(!valid_id("../../etc/passwd"));
+        assert!(!valid_id(&"A".repeat(32)));
+    }
+
+    #[test]
+    fn stored_codes_map_back() {
+        assert_eq!(static_code("corrupt_image"), "corrupt_image");
+        assert_eq!(static_code("job_poison"), "job_poison");
+        assert_eq!(static_code("something_new"), "job_failed");
+    }
+}

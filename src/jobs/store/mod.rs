@@ -1,0 +1,159 @@
+//! The two job stores behind one enum, so the HTTP layer and the runner are
+//! written once. An enum rather than a trait object: there are exactly two
+//! stores, and async methods on an enum need no boxing.
+
+pub mod redis;
+pub mod sqlite;
+
+use std::time::Duration;
+
+use self::redis::RedisStore;
+use self::sqlite::SqliteStore;
+use super::model::{
+    Claimed, Finished, JobRecord, JobStats, Lookup, NewJob, Removed, Requeue, ResultLookup,
+};
+use super::{JobsConfig, JobsError};
+
+/// Why a store call failed. Every variant means "the store is unavailable
+/// right now" to a client (503), never "your job is wrong".
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    #[error("the job store is closed")]
+    Closed,
+    #[error("unexpected data in the job store: {0}")]
+    Corrupt(String),
+}
+
+/// The message of a job failed as poison.
+pub fn poison_message(last: &str) -> String {
+    format!(
+        "the job was stopped after {} attempts that each killed the worker running it \
+         or were cut off ({last}); it is not retried",
+        super::model::MAX_CRASHES
+    )
+}
+
+pub enum Store {
+    Sqlite(SqliteStore),
+    Redis(Box<RedisStore>),
+}
+
+impl Store {
+    /// The embedded store under `state_dir`, or Redis with `--jobs-url`.
+    /// Returns the store and how many jobs recovery re-queued.
+    pub async fn open(cfg: &JobsConfig, instance: &str) -> Result<(Store, usize), JobsError> {
+        match &cfg.jobs_url {
+            Some(url) => {
+                let s = RedisStore::open(url, instance, cfg.claim_timeout, cfg.job_ttl).await?;
+                Ok((Store::Redis(Box::new(s)), 0))
+            }
+            None => {
+                let (s, recovered) = SqliteStore::open(&cfg.state_dir).await?;
+                Ok((Store::Sqlite(s), recovered))
+            }
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Redis(_) => "redis",
+        }
+    }
+
+    /// True when [`Store::claim`] waits for new work itself (Redis blocks in
+    /// `XREADGROUP`); the SQLite runner waits for a wake-up instead.
+    pub fn claim_blocks(&self) -> bool {
+        matches!(self, Store::Redis(_))
+    }
+
+    pub async fn submit(&self, job: NewJob) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.submit(job).await,
+            Store::Redis(s) => s.submit(job).await,
+        }
+    }
+
+    pub async fn claim(&self, instance: &str) -> Result<Option<Claimed>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.claim(instance).await,
+            Store::Redis(s) => s.claim(instance).await,
+        }
+    }
+
+    /// How often a running job must prove it is alive (`None`: never, the
+    /// store has no other instance that could take it over).
+    pub fn heartbeat_every(&self, claim_timeout: Duration) -> Option<Duration> {
+        match self {
+            Store::Sqlite(_) => None,
+            Store::Redis(_) => Some((claim_timeout / 3).max(Duration::from_millis(100))),
+        }
+    }
+
+    pub async fn heartbeat(&self, job: &Claimed) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(true),
+            Store::Redis(s) => s.heartbeat(job).await,
+        }
+    }
+
+    pub async fn finish(&self, job: &Claimed, end: Finished) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.finish(job, end).await,
+            Store::Redis(s) => s.finish(job, end).await,
+        }
+    }
+
+    pub async fn requeue(&self, job: &Claimed, why: Requeue) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.requeue(job, why).await,
+            Store::Redis(s) => s.requeue(job, why).await,
+        }
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Lookup<JobRecord>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.get(id).await,
+            Store::Redis(s) => s.get(id).await,
+        }
+    }
+
+    pub async fn result(&self, id: &str) -> Result<ResultLookup, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.result(id).await,
+            Store::Redis(s) => s.result(id).await,
+        }
+    }
+
+    pub async fn remove(&self, id: &str) -> Result<Removed, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.remove(id).await,
+            Store::Redis(s) => s.remove(id).await,
+        }
+    }
+
+    pub async fn sweep(&self, cutoff_ms: i64, forget_ms: i64) -> Result<usize, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.sweep(cutoff_ms, forget_ms).await,
+            Store::Redis(s) => s.sweep(cutoff_ms, forget_ms).await,
+        }
+    }
+
+    pub async fn stats(&self) -> Result<JobStats, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.stats().await,
+            Store::Redis(s) => s.stats().await,
+        }
+    }
+
+    /// Lets go of the store: the SQLite thread closes the database.
+    pub async fn close(&self) {
+        if let Store::Sqlite(s) = self {
+            s.close().await;
+        }
+    }
+}

@@ -1,0 +1,870 @@
+//! The shared store: Redis, for several instances working one queue.
+//!
+//! - The queue is a stream (`pixfork:jobs:stream`) read through one consumer
+//!   group; each instance reads with its own consumer name, so an entry is
+//!   delivered to exactly one of them and stays in that consumer's pending
+//!   list until it is acknowledged.
+//! - A job's metadata is a hash (`pixfork:job:{id}`), its input and result
+//!   are plain keys beside it. Finished jobs get `PEXPIRE = --job-ttl` on the
+//!   hash and the result, plus a small tombstone key that outlives them so
+//!   an expired id answers 410 instead of 404.
+//! - Sorted sets per status (`pixfork:jobs:{status}`) make the counts and the
+//!   oldest queued job O(log n) to read.
+//! - Every state change of a claimed job (claim, heartbeat, finish, requeue)
+//!   is one Lua script, atomic on the server, and each one first checks the
+//!   claim token stored in the hash. A slow instance whose job was taken
+//!   over by another can therefore neither finish it a second time nor
+//!   steal it back: a job ends exactly once.
+//! - An instance that dies leaves its entries pending; any instance takes
+//!   them over with `XAUTOCLAIM` once they have been idle for
+//!   `--job-claim-timeout`. A live instance keeps its running jobs' entries
+//!   fresh with a heartbeat (`XCLAIM ... JUSTID`), so a long job is not
+//!   taken over while it is still being worked on.
+//!
+//! Two connections: the blocking `XREADGROUP` would stall every other
+//! command multiplexed on its connection, so it has its own.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::streams::{StreamAutoClaimReply, StreamId, StreamInfoConsumersReply, StreamReadReply};
+use ::redis::{Client, RedisError, Script, Value};
+use bytes::Bytes;
+
+use super::StoreError;
+use crate::jobs::model::{
+    millis, now_ms, Claimed, Dims, Finished, JobError, JobRecord, JobStats, Lookup, NewJob,
+    Removed, Requeue, ResultLookup, Status, MAX_CRASHES, POISON_CODE, POISON_STATUS,
+    TOMBSTONE_KEEP,
+};
+use crate::jobs::JobsError;
+
+const PREFIX: &str = "pixfork";
+const GROUP: &str = "pixfork-runners";
+/// How long one `XREADGROUP` waits for a new entry. Short, so a stopping
+/// instance is not held up by it.
+const READ_BLOCK: Duration = Duration::from_millis(1000);
+/// Longest wait for any other reply: inputs and results are up to
+/// `--max-job-bytes`, so this is generous.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+fn stream_key() -> String {
+    format!("{PREFIX}:jobs:stream")
+}
+fn set_key(status: &str) -> String {
+    format!("{PREFIX}:jobs:{status}")
+}
+fn job_key(id: &str) -> String {
+    format!("{PREFIX}:job:{id}")
+}
+fn input_key(id: &str) -> String {
+    format!("{PREFIX}:job:{id}:input")
+}
+fn result_key(id: &str) -> String {
+    format!("{PREFIX}:job:{id}:result")
+}
+fn gone_key(id: &str) -> String {
+    format!("{PREFIX}:job:{id}:gone")
+}
+
+/// Takes a stream entry for this instance. `skip`: the job was deleted or
+/// already finished (the entry is dropped). A job found `running` was cut
+/// off on a dead instance: one more crash, and poison at the limit.
+const CLAIM: &str = r#"
+-- KEYS: 1 hash, 2 stream, 3 queued, 4 running, 5 failed, 6 input, 7 gone
+-- ARGV: 1 group, 2 entry, 3 token, 4 instance, 5 now, 6 max crashes,
+--       7 poison message, 8 ttl ms, 9 tombstone ms, 10 id, 11 poison status, 12 poison code
+local st = redis.call('HGET', KEYS[1], 'status')
+if (not st) or st == 'done' or st == 'failed' then
+  redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
+  redis.call('XDEL', KEYS[2], ARGV[2])
+  return {'skip'}
+end
+if st == 'running' then
+  local crashes = redis.call('HINCRBY', KEYS[1], 'crashes', 1)
+  if crashes >= tonumber(ARGV[6]) then
+    redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_ms', ARGV[5],
+      'error_status', ARGV[11], 'error_code', ARGV[12], 'error_message', ARGV[7])
+    redis.call('HDEL', KEYS[1], 'token')
+    redis.call('ZREM', KEYS[4], ARGV[10])
+    redis.call('ZREM', KEYS[3], ARGV[10])
+    redis.call('ZADD', KEYS[5], ARGV[5], ARGV[10])
+    redis.call('DEL', KEYS[6])
+    redis.call('PEXPIRE', KEYS[1], ARGV[8])
+    redis.call('SET', KEYS[7], '1', 'PX', ARGV[9])
+    redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
+    redis.call('XDEL', KEYS[2], ARGV[2])
+    return {'poisoned'}
+  end
+end
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HSET', KEYS[1], 'status', 'running', 'token', ARGV[3], 'instance', ARGV[4],
+  'started_ms', ARGV[5], 'entry', ARGV[2])
+redis.call('ZREM', KEYS[3], ARGV[10])
+redis.call('ZADD', KEYS[4], ARGV[5], ARGV[10])
+local f = redis.call('HMGET', KEYS[1], 'op', 'query', 'crashes')
+local input = redis.call('GET', KEYS[6])
+return {'run', f[1], f[2], attempts, tonumber(f[3] or '0'), input}
+"#;
+
+/// Keeps a running job's entry fresh (idle time 0) while the claim is ours.
+const HEARTBEAT: &str = r#"
+-- KEYS: 1 hash, 2 stream ; ARGV: 1 token, 2 group, 3 consumer, 4 entry
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
+redis.call('XCLAIM', KEYS[2], ARGV[2], ARGV[3], 0, ARGV[4], 'JUSTID')
+return 1
+"#;
+
+/// Writes the end of a run if the claim is still ours, and acknowledges
+/// and drops its stream entry in the same step.
+const FINISH: &str = r#"
+-- KEYS: 1 hash, 2 stream, 3 running, 4 done|failed set, 5 input, 6 result, 7 gone
+-- ARGV: 1 token, 2 group, 3 entry, 4 id, 5 now, 6 ttl ms, 7 tombstone ms, 8 status,
+--       9 result bytes, 10 error status, 11 error code, 12 error message,
+--       13 content type, 14 width, 15 height, 16 frames
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[8], 'finished_ms', ARGV[5],
+  'error_status', ARGV[10], 'error_code', ARGV[11], 'error_message', ARGV[12],
+  'content_type', ARGV[13], 'width', ARGV[14], 'height', ARGV[15], 'frames', ARGV[16])
+redis.call('HDEL', KEYS[1], 'token')
+redis.call('ZREM', KEYS[3], ARGV[4])
+redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4])
+redis.call('DEL', KEYS[5])
+if ARGV[8] == 'done' then
+  redis.call('SET', KEYS[6], ARGV[9], 'PX', ARGV[6])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('SET', KEYS[7], '1', 'PX', ARGV[7])
+redis.call('XACK', KEYS[2], ARGV[2], ARGV[3])
+redis.call('XDEL', KEYS[2], ARGV[3])
+return 1
+"#;
+
+/// Puts a claimed job back: a fresh stream entry, so any instance may take it.
+const REQUEUE: &str = r#"
+-- KEYS: 1 hash, 2 stream, 3 running, 4 queued ; ARGV: 1 token, 2 group, 3 entry, 4 id, 5 why
+if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
+if ARGV[5] == 'crash' then
+  redis.call('HINCRBY', KEYS[1], 'crashes', 1)
+else
+  redis.call('HINCRBY', KEYS[1], 'attempts', -1)
+end
+redis.call('HSET', KEYS[1], 'status', 'queued')
+redis.call('HDEL', KEYS[1], 'token')
+redis.call('ZREM', KEYS[3], ARGV[4])
+redis.call('ZADD', KEYS[4], redis.call('HGET', KEYS[1], 'created_ms'), ARGV[4])
+redis.call('XACK', KEYS[2], ARGV[2], ARGV[3])
+redis.call('XDEL', KEYS[2], ARGV[3])
+redis.call('XADD', KEYS[2], '*', 'id', ARGV[4])
+return 1
+"#;
+
+/// Cancels a queued job or removes a finished one. A cancelled job's stream
+/// entry stays; whoever reads it finds no hash and drops it.
+const REMOVE: &str = r#"
+-- KEYS: 1 hash, 2 input, 3 result, 4 gone, 5 queued, 6 done, 7 failed ; ARGV: 1 id
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then
+  if redis.call('EXISTS', KEYS[4]) == 1 then return 'expired' end
+  return 'missing'
+end
+if st == 'running' then return 'running' end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('ZREM', KEYS[6], ARGV[1])
+redis.call('ZREM', KEYS[7], ARGV[1])
+return 'deleted'
+"#;
+
+/// Moves finished jobs past their TTL to the expired set (their keys expire
+/// on their own) and forgets old tombstones. Idempotent: every instance
+/// runs it.
+const SWEEP: &str = r#"
+-- KEYS: 1 done, 2 failed, 3 expired ; ARGV: 1 cutoff, 2 now, 3 forget before
+local n = 0
+for _, k in ipairs({KEYS[1], KEYS[2]}) do
+  local ids = redis.call('ZRANGEBYSCORE', k, '-inf', '(' .. ARGV[1], 'LIMIT', 0, 1000)
+  for _, id in ipairs(ids) do
+    redis.call('ZADD', KEYS[3], ARGV[2], id)
+    redis.call('ZREM', k, id)
+    n = n + 1
+  end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[3])
+return n
+"#;
+
+/// Forgets a consumer of a dead instance, but only while it holds no
+/// pending entry: checked and done in one step, so no claim is ever lost.
+const FORGET_CONSUMER: &str = r#"
+-- KEYS: 1 stream ; ARGV: 1 group, 2 consumer
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
+  return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+end
+return -1
+"#;
+
+/// A consumer idle this long with nothing pending belongs to an instance
+/// that is gone (a live one polls every second); it is forgotten so the
+/// group does not grow with every restart.
+const CONSUMER_FORGET: Duration = Duration::from_secs(600);
+
+struct Scripts {
+    claim: Script,
+    heartbeat: Script,
+    finish: Script,
+    requeue: Script,
+    remove: Script,
+    sweep: Script,
+    forget_consumer: Script,
+}
+
+/// Where the periodic `XAUTOCLAIM` scan is.
+struct Reclaim {
+    cursor: String,
+    last: Option<Instant>,
+}
+
+pub struct RedisStore {
+    conn: ConnectionManager,
+    reader: ConnectionManager,
+    consumer: String,
+    claim_timeout: Duration,
+    ttl: Duration,
+    reclaim: Mutex<Reclaim>,
+    scripts: Scripts,
+}
+
+impl RedisStore {
+    /// Connects lazily: a Redis that is down at boot makes job requests
+    /// answer 503 until it is back, instead of taking the synchronous API
+    /// down with it. A malformed URL is a boot error.
+    pub async fn open(
+        url: &str,
+        consumer: &str,
+        claim_timeout: Duration,
+        ttl: Duration,
+    ) -> Result<RedisStore, JobsError> {
+        let client = Client::open(url).map_err(|e| JobsError::RedisUrl {
+            reason: e.to_string(),
+        })?;
+        let base = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(
+            client.clone(),
+            base.clone().set_response_timeout(Some(RESPONSE_TIMEOUT)),
+        )
+        .map_err(|e| JobsError::Store(format!("redis client: {e}")))?;
+        let reader = ConnectionManager::new_lazy_with_config(
+            client,
+            base.set_response_timeout(Some(READ_BLOCK + RESPONSE_TIMEOUT)),
+        )
+        .map_err(|e| JobsError::Store(format!("redis client: {e}")))?;
+        let store = RedisStore {
+            conn,
+            reader,
+            consumer: consumer.to_string(),
+            claim_timeout,
+            ttl,
+            reclaim: Mutex::new(Reclaim {
+                cursor: "0-0".into(),
+                last: None,
+            }),
+            scripts: Scripts {
+                claim: Script::new(CLAIM),
+                heartbeat: Script::new(HEARTBEAT),
+                finish: Script::new(FINISH),
+                requeue: Script::new(REQUEUE),
+                remove: Script::new(REMOVE),
+                sweep: Script::new(SWEEP),
+                forget_consumer: Script::new(FORGET_CONSUMER),
+            },
+        };
+        if let Err(e) = create_group(store.conn.clone()).await {
+            tracing::warn!(
+                "redis job store not reachable yet ({e}); job requests answer 503 until it is"
+            );
+        }
+        Ok(store)
+    }
+
+    /// Writes input, metadata and queue membership, and adds the stream
+    /// entry last, all in one MULTI. If it fails (or its answer is lost),
+    /// the keys are deleted again so a 503 never leaves a job behind; a
+    /// stream entry whose hash is gone is dropped by whoever reads it.
+    pub async fn submit(&self, job: NewJob) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let r: Result<(), RedisError> = ::redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg(input_key(&job.id))
+            .arg(&job.input[..])
+            .ignore()
+            .cmd("HSET")
+            .arg(job_key(&job.id))
+            .arg(&[
+                ("id", job.id.as_str()),
+                ("op", job.op.as_str()),
+                ("query", job.query.as_str()),
+                ("status", "queued"),
+            ])
+            .arg("created_ms")
+            .arg(job.created_ms)
+            .arg("attempts")
+            .arg(0)
+            .arg("crashes")
+            .arg(0)
+            .ignore()
+            .cmd("ZADD")
+            .arg(set_key("queued"))
+            .arg(job.created_ms)
+            .arg(&job.id)
+            .ignore()
+            .cmd("XADD")
+            .arg(stream_key())
+            .arg("*")
+            .arg("id")
+            .arg(&job.id)
+            .ignore()
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = r {
+            let cleanup: Result<(), RedisError> = ::redis::pipe()
+                .atomic()
+                .cmd("DEL")
+                .arg(input_key(&job.id))
+                .arg(job_key(&job.id))
+                .ignore()
+                .cmd("ZREM")
+                .arg(set_key("queued"))
+                .arg(&job.id)
+                .ignore()
+                .query_async(&mut conn)
+                .await;
+            if let Err(c) = cleanup {
+                tracing::warn!(job_id = %job.id, "could not clean up a failed submission: {c}");
+            }
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Takes one job: first, when due, one entry left pending by a silent
+    /// instance (`XAUTOCLAIM`), else a new entry (`XREADGROUP`, blocking up
+    /// to a second). Called only when a job slot is free, so an instance
+    /// never holds entries it cannot run.
+    pub async fn claim(&self, instance: &str) -> Result<Option<Claimed>, StoreError> {
+        // Entries that turn out to be cancelled or finished are dropped and
+        // the next one is tried; a bounded number per call.
+        for _ in 0..16 {
+            let entry = match self.reclaim_one().await? {
+                Some(e) => Some(e),
+                None => self.read_one().await?,
+            };
+            let Some((entry, id)) = entry else {
+                return Ok(None);
+            };
+            if let Some(job) = self.claim_entry(&entry, &id, instance).await? {
+                return Ok(Some(job));
+            }
+        }
+        Ok(None)
+    }
+
+    /// One `XAUTOCLAIM` step when due: every half claim timeout, and again
+    /// at once after it found something.
+    async fn reclaim_one(&self) -> Result<Option<(String, String)>, StoreError> {
+        let every = (self.claim_timeout / 2).max(Duration::from_millis(200));
+        let cursor = {
+            let Ok(r) = self.reclaim.lock() else {
+                return Ok(None);
+            };
+            if r.last.is_some_and(|t| t.elapsed() < every) {
+                return Ok(None);
+            }
+            r.cursor.clone()
+        };
+        let reply: StreamAutoClaimReply = ::redis::cmd("XAUTOCLAIM")
+            .arg(stream_key())
+            .arg(GROUP)
+            .arg(&self.consumer)
+            .arg(millis(self.claim_timeout))
+            .arg(&cursor)
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| self.group_lost(e))?;
+        let found = self.first_job(reply.claimed).await;
+        if let Ok(mut r) = self.reclaim.lock() {
+            r.cursor = reply.next_stream_id.clone();
+            // Keep scanning while the scan has not wrapped or found work.
+            let more = found.is_some() || reply.next_stream_id != "0-0";
+            r.last = if more { None } else { Some(Instant::now()) };
+        }
+        if let Some((entry, id)) = &found {
+            tracing::warn!(job_id = %id, entry = %entry, "took over a job from an instance that went silent");
+        }
+        Ok(found)
+    }
+
+    async fn read_one(&self) -> Result<Option<(String, String)>, StoreError> {
+        let reply: Option<StreamReadReply> = ::redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(GROUP)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(1)
+            .arg("BLOCK")
+            .arg(millis(READ_BLOCK))
+            .arg("STREAMS")
+            .arg(stream_key())
+            .arg(">")
+            .query_async(&mut self.reader.clone())
+            .await
+            .map_err(|e| self.group_lost(e))?;
+        let entries = reply
+            .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
+            .unwrap_or_default();
+        Ok(self.first_job(entries).await)
+    }
+
+    /// The first entry that names a job. Entries that do not (written by
+    /// something else) are acknowledged and deleted, or they would be
+    /// reclaimed forever.
+    async fn first_job(&self, entries: Vec<StreamId>) -> Option<(String, String)> {
+        let mut found = None;
+        for e in entries {
+            match entry_job_id(&e) {
+                Some(job) if found.is_none() => found = Some(job),
+                Some(_) => {}
+                None => {
+                    tracing::warn!(entry = %e.id, "dropping a job stream entry without a job id");
+                    let r: Result<(), RedisError> = ::redis::pipe()
+                        .cmd("XACK")
+                        .arg(stream_key())
+                        .arg(GROUP)
+                        .arg(&e.id)
+                        .ignore()
+                        .cmd("XDEL")
+                        .arg(stream_key())
+                        .arg(&e.id)
+                        .ignore()
+                        .query_async(&mut self.conn.clone())
+                        .await;
+                    if let Err(err) = r {
+                        tracing::warn!("cannot drop stream entry {}: {err}", e.id);
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    /// Redis lost the group (restarted without persistence, or flushed):
+    /// recreate it in the background; the next read finds it.
+    fn group_lost(&self, e: RedisError) -> StoreError {
+        if e.code() == Some("NOGROUP") {
+            let conn = self.conn.clone();
+            tokio::spawn(async move {
+                if let Err(e) = create_group(conn).await {
+                    tracing::warn!("cannot recreate the job consumer group: {e}");
+                }
+            });
+        }
+        e.into()
+    }
+
+    async fn claim_entry(
+        &self,
+        entry: &str,
+        id: &str,
+        instance: &str,
+    ) -> Result<Option<Claimed>, StoreError> {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let reply: Value = self
+            .scripts
+            .claim
+            .key(job_key(id))
+            .key(stream_key())
+            .key(set_key("queued"))
+            .key(set_key("running"))
+            .key(set_key("failed"))
+            .key(input_key(id))
+            .key(gone_key(id))
+            .arg(GROUP)
+            .arg(entry)
+            .arg(&token)
+            .arg(instance)
+            .arg(now_ms())
+            .arg(MAX_CRASHES)
+            .arg(super::poison_message(
+                "it was running on an instance that stopped answering",
+            ))
+            .arg(millis(self.ttl))
+            .arg(millis(self.ttl + TOMBSTONE_KEEP))
+            .arg(id)
+            .arg(POISON_STATUS)
+            .arg(POISON_CODE)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        let Value::Array(items) = reply else {
+            return Err(StoreError::Corrupt(format!(
+                "claim script answered {reply:?}"
+            )));
+        };
+        let mut it = items.into_iter();
+        let verdict = it.next().and_then(|v| text(&v)).unwrap_or_default();
+        match verdict.as_str() {
+            "run" => {}
+            "poisoned" => {
+                tracing::warn!(job_id = %id, "failed a job as poison: its attempts kept dying");
+                return Ok(None);
+            }
+            _ => return Ok(None),
+        }
+        let op = it.next().and_then(|v| text(&v)).unwrap_or_default();
+        let query = it.next().and_then(|v| text(&v)).unwrap_or_default();
+        let attempts = it.next().and_then(|v| int(&v)).unwrap_or(1);
+        let crashes = it.next().and_then(|v| int(&v)).unwrap_or(0);
+        let input = match it.next() {
+            Some(Value::BulkString(b)) => Bytes::from(b),
+            _ => Bytes::new(),
+        };
+        Ok(Some(Claimed {
+            id: id.to_string(),
+            op,
+            query,
+            input,
+            attempts: u32::try_from(attempts).unwrap_or(1),
+            crashes: u32::try_from(crashes).unwrap_or(0),
+            token,
+            entry: entry.to_string(),
+        }))
+    }
+
+    /// Refreshes the claim of a running job; false when it was taken over.
+    pub async fn heartbeat(&self, job: &Claimed) -> Result<bool, StoreError> {
+        let n: i64 = self
+            .scripts
+            .heartbeat
+            .key(job_key(&job.id))
+            .key(stream_key())
+            .arg(&job.token)
+            .arg(GROUP)
+            .arg(&self.consumer)
+            .arg(&job.entry)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(n == 1)
+    }
+
+    pub async fn finish(&self, job: &Claimed, end: Finished) -> Result<bool, StoreError> {
+        let status = end.status().as_str();
+        let (err, content_type, dims, body) = match end {
+            Finished::Done {
+                content_type,
+                dims,
+                body,
+            } => (None, content_type, dims, body),
+            Finished::Failed(e) => (Some(e), String::new(), None, Bytes::new()),
+        };
+        let n: i64 = self
+            .scripts
+            .finish
+            .key(job_key(&job.id))
+            .key(stream_key())
+            .key(set_key("running"))
+            .key(set_key(status))
+            .key(input_key(&job.id))
+            .key(result_key(&job.id))
+            .key(gone_key(&job.id))
+            .arg(&job.token)
+            .arg(GROUP)
+            .arg(&job.entry)
+            .arg(&job.id)
+            .arg(now_ms())
+            .arg(millis(self.ttl).max(1))
+            .arg(millis(self.ttl + TOMBSTONE_KEEP))
+            .arg(status)
+            .arg(&body[..])
+            .arg(err.as_ref().map_or(String::new(), |e| e.status.to_string()))
+            .arg(err.as_ref().map_or("", |e| e.code.as_str()))
+            .arg(err.as_ref().map_or("", |e| e.message.as_str()))
+            .arg(content_type)
+            .arg(dims.map_or(String::new(), |d| d.width.to_string()))
+            .arg(dims.map_or(String::new(), |d| d.height.to_string()))
+            .arg(dims.map_or(String::new(), |d| d.frames.to_string()))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(n == 1)
+    }
+
+    pub async fn requeue(&self, job: &Claimed, why: Requeue) -> Result<bool, StoreError> {
+        let n: i64 = self
+            .scripts
+            .requeue
+            .key(job_key(&job.id))
+            .key(stream_key())
+            .key(set_key("running"))
+            .key(set_key("queued"))
+            .arg(&job.token)
+            .arg(GROUP)
+            .arg(&job.entry)
+            .arg(&job.id)
+            .arg(match why {
+                Requeue::Crash => "crash",
+                Requeue::Release => "release",
+            })
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(n == 1)
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Lookup<JobRecord>, StoreError> {
+        let (hash, gone): (HashMap<String, String>, bool) = ::redis::pipe()
+            .atomic()
+            .cmd("HGETALL")
+            .arg(job_key(id))
+            .cmd("EXISTS")
+            .arg(gone_key(id))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        if hash.is_empty() {
+            return Ok(if gone {
+                Lookup::Expired
+            } else {
+                Lookup::Missing
+            });
+        }
+        Ok(record(id, &hash).map_or(Lookup::Expired, Lookup::Found))
+    }
+
+    pub async fn result(&self, id: &str) -> Result<ResultLookup, StoreError> {
+        let (hash, body, gone): (HashMap<String, String>, Option<Vec<u8>>, bool) = ::redis::pipe()
+            .atomic()
+            .cmd("HGETALL")
+            .arg(job_key(id))
+            .cmd("GET")
+            .arg(result_key(id))
+            .cmd("EXISTS")
+            .arg(gone_key(id))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        if hash.is_empty() {
+            return Ok(if gone {
+                ResultLookup::Expired
+            } else {
+                ResultLookup::Missing
+            });
+        }
+        let Some(rec) = record(id, &hash) else {
+            return Ok(ResultLookup::Expired);
+        };
+        Ok(match rec.status {
+            Status::Failed => ResultLookup::Failed(rec.error.unwrap_or(JobError {
+                status: 500,
+                code: "internal_error".into(),
+                message: "the job failed".into(),
+            })),
+            Status::Done => match body {
+                // The result key expires with the hash; between the two a
+                // reader may see one without the other.
+                None => ResultLookup::Expired,
+                Some(body) => ResultLookup::Ready {
+                    content_type: hash.get("content_type").cloned().unwrap_or_default(),
+                    dims: dims(&hash),
+                    body: Bytes::from(body),
+                },
+            },
+            s => ResultLookup::NotReady(s),
+        })
+    }
+
+    pub async fn remove(&self, id: &str) -> Result<Removed, StoreError> {
+        let verdict: String = self
+            .scripts
+            .remove
+            .key(job_key(id))
+            .key(input_key(id))
+            .key(result_key(id))
+            .key(gone_key(id))
+            .key(set_key("queued"))
+            .key(set_key("done"))
+            .key(set_key("failed"))
+            .arg(id)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(match verdict.as_str() {
+            "deleted" => Removed::Deleted,
+            "running" => Removed::Running,
+            "expired" => Removed::Expired,
+            _ => Removed::Missing,
+        })
+    }
+
+    pub async fn sweep(&self, cutoff_ms: i64, forget_ms: i64) -> Result<usize, StoreError> {
+        let n: i64 = self
+            .scripts
+            .sweep
+            .key(set_key("done"))
+            .key(set_key("failed"))
+            .key(set_key("expired"))
+            .arg(cutoff_ms)
+            .arg(now_ms())
+            .arg(forget_ms)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        self.forget_dead_consumers().await?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    async fn forget_dead_consumers(&self) -> Result<(), StoreError> {
+        let info: StreamInfoConsumersReply = ::redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(stream_key())
+            .arg(GROUP)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let idle_limit = CONSUMER_FORGET.max(self.claim_timeout * 10);
+        for c in info.consumers {
+            let idle = Duration::from_millis(u64::try_from(c.idle).unwrap_or(0));
+            if c.name == self.consumer || c.pending > 0 || idle < idle_limit {
+                continue;
+            }
+            let n: i64 = self
+                .scripts
+                .forget_consumer
+                .key(stream_key())
+                .arg(GROUP)
+                .arg(&c.name)
+                .invoke_async(&mut self.conn.clone())
+                .await?;
+            if n >= 0 {
+                tracing::info!(consumer = %c.name, "forgot the job consumer of a gone instance");
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn stats(&self) -> Result<JobStats, StoreError> {
+        let (queued, running, done, failed, expired, oldest): (
+            u64,
+            u64,
+            u64,
+            u64,
+            u64,
+            Vec<(String, f64)>,
+        ) = ::redis::pipe()
+            .atomic()
+            .cmd("ZCARD")
+            .arg(set_key("queued"))
+            .cmd("ZCARD")
+            .arg(set_key("running"))
+            .cmd("ZCARD")
+            .arg(set_key("done"))
+            .cmd("ZCARD")
+            .arg(set_key("failed"))
+            .cmd("ZCARD")
+            .arg(set_key("expired"))
+            .cmd("ZRANGE")
+            .arg(set_key("queued"))
+            .arg(0)
+            .arg(0)
+            .arg("WITHSCORES")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let oldest_queued_age_secs = oldest.first().map_or(0.0, |(_, created)| {
+            ((now_ms() as f64 - created) / 1000.0).max(0.0)
+        });
+        Ok(JobStats {
+            available: true,
+            queued,
+            running,
+            done,
+            failed,
+            expired,
+            oldest_queued_age_secs,
+        })
+    }
+}
+
+/// Creates the stream and the consumer group unless they exist. From id 0:
+/// a group made after entries were added must still deliver them.
+async fn create_group(mut conn: ConnectionManager) -> Result<(), RedisError> {
+    let r: Result<(), RedisError> = ::redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream_key())
+        .arg(GROUP)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut conn)
+        .await;
+    match r {
+        Err(e) if e.code() != Some("BUSYGROUP") => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// The (entry id, job id) of a stream entry, when it carries one.
+fn entry_job_id(e: &StreamId) -> Option<(String, String)> {
+    e.map.get("id").and_then(text).map(|id| (e.id.clone(), id))
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(n) => Some(*n),
+        other => text(other).and_then(|s| s.parse().ok()),
+    }
+}
+
+fn field<T: std::str::FromStr>(h: &HashMap<String, String>, k: &str) -> Option<T> {
+    h.get(k)
+        .filter(|v| !v.is_empty())
+        .and_then(|v| v.parse().ok())
+}
+
+fn dims(h: &HashMap<String, String>) -> Option<Dims> {
+    Some(Dims {
+        width: field(h, "width")?,
+        height: field(h, "height")?,
+        frames: field(h, "frames")?,
+    })
+}
+
+/// A job hash as a record; `None` when it is not a job's (wrong status).
+fn record(id: &str, h: &HashMap<String, String>) -> Option<JobRecord> {
+    let status = Status::parse(h.get("status")?)?;
+    let error = field::<u16>(h, "error_status").map(|status| JobError {
+        status,
+        code: h.get("error_code").cloned().unwrap_or_default(),
+        message: h.get("error_message").cloned().unwrap_or_default(),
+    });
+    Some(JobRecord {
+        id: id.to_string(),
+        op: h.get("op").cloned().unwrap_or_default(),
+        status,
+        created_ms: field(h, "created_ms").unwrap_or(0),
+        started_ms: field(h, "started_ms"),
+        finished_ms: field(h, "finished_ms"),
+        attempts: field(h, "attempts").unwrap_or(0),
+        instance: h.get("instance").filter(|s| !s.is_empty()).cloned(),
+        error,
+    })
+}

@@ -1,0 +1,576 @@
+//! The embedded store: one SQLite file in WAL mode under `--state-dir`.
+//!
+//! One dedicated thread owns the connection and runs every call in order
+//! (closures sent over a channel, answers back over oneshots), so a slow
+//! disk never blocks a tokio worker thread, and SQLite's single-writer rule
+//! costs nothing: there is only one writer. `synchronous = FULL` makes every
+//! commit durable before it returns, which is what lets the front answer 202
+//! only after the job is on disk.
+//!
+//! A lock file (`flock`) keeps a second instance off the same state dir:
+//! recovery re-queues every `running` row, which is only right when the
+//! process that was running them is gone.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use bytes::Bytes;
+use nix::fcntl::{Flock, FlockArg};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use tokio::sync::oneshot;
+
+use super::StoreError;
+use crate::jobs::model::{
+    now_ms, Claimed, Dims, Finished, JobError, JobRecord, JobStats, Lookup, NewJob, Removed,
+    Requeue, ResultLookup, Status, MAX_CRASHES, POISON_CODE, POISON_STATUS,
+};
+use crate::jobs::JobsError;
+
+/// Database file name inside the state dir.
+pub const DB_FILE: &str = "jobs.sqlite3";
+const LOCK_FILE: &str = "jobs.lock";
+/// Schema version in `PRAGMA user_version`; a newer file is refused rather
+/// than misread.
+const SCHEMA_VERSION: i64 = 1;
+
+/// Blobs are the last columns so that reading a row's small fields never
+/// walks a blob's overflow pages. `expired` rows are tombstones: no blobs,
+/// kept so that their id answers 410 instead of 404.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS jobs (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    id            TEXT    NOT NULL UNIQUE,
+    op            TEXT    NOT NULL,
+    query         TEXT    NOT NULL,
+    status        TEXT    NOT NULL
+                  CHECK (status IN ('queued', 'running', 'done', 'failed', 'expired')),
+    created_ms    INTEGER NOT NULL,
+    started_ms    INTEGER,
+    finished_ms   INTEGER,
+    expired_ms    INTEGER,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    crashes       INTEGER NOT NULL DEFAULT 0,
+    token         TEXT,
+    instance      TEXT,
+    error_status  INTEGER,
+    error_code    TEXT,
+    error_message TEXT,
+    content_type  TEXT,
+    width         INTEGER,
+    height        INTEGER,
+    frames        INTEGER,
+    input         BLOB,
+    result        BLOB
+);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
+CREATE INDEX IF NOT EXISTS jobs_by_finish ON jobs (status, finished_ms);
+";
+
+type Call = Box<dyn FnOnce(&mut Connection) + Send>;
+
+enum Msg {
+    Call(Call),
+    /// Close the database, then answer.
+    Close(oneshot::Sender<()>),
+}
+
+/// Handle to the database thread; cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl SqliteStore {
+    /// Creates the state dir, takes its lock, opens (or creates) the
+    /// database and recovers from an unclean stop: every job left `running`
+    /// goes back to `queued` with one more crash counted (and is failed as
+    /// poison when that makes [`MAX_CRASHES`]). Returns the store and how
+    /// many jobs were re-queued.
+    pub async fn open(dir: &Path) -> Result<(SqliteStore, usize), JobsError> {
+        let (tx, rx) = mpsc::channel::<Msg>();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let dir = dir.to_path_buf();
+        std::thread::Builder::new()
+            .name("pixfork-jobs-db".into())
+            .spawn(move || {
+                let (conn, lock, recovered) = match open_db(&dir) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(recovered));
+                serve(conn, lock, rx);
+            })
+            .map_err(|e| JobsError::Store(format!("cannot start the database thread: {e}")))?;
+        let recovered = ready_rx
+            .await
+            .map_err(|_| JobsError::Store("the database thread stopped while opening".into()))??;
+        Ok((SqliteStore { tx }, recovered))
+    }
+
+    /// Runs `f` on the database thread.
+    async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let call: Call = Box::new(move |conn| {
+            let _ = tx.send(f(conn));
+        });
+        self.tx
+            .send(Msg::Call(call))
+            .map_err(|_| StoreError::Closed)?;
+        Ok(rx.await.map_err(|_| StoreError::Closed)??)
+    }
+
+    /// Stores a new job in one transaction, committed (and fsynced) before
+    /// this returns.
+    pub async fn submit(&self, job: NewJob) -> Result<(), StoreError> {
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO jobs (id, op, query, status, created_ms, input)
+                 VALUES (?1, ?2, ?3, 'queued', ?4, ?5)",
+                params![job.id, job.op, job.query, job.created_ms, &job.input[..]],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    /// Takes the oldest queued job and marks it running under a new token.
+    pub async fn claim(&self, instance: &str) -> Result<Option<Claimed>, StoreError> {
+        let instance = instance.to_string();
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let row = tx
+                .query_row(
+                    "SELECT seq, id, op, query, attempts, crashes, input FROM jobs
+                     WHERE status = 'queued' ORDER BY seq LIMIT 1",
+                    [],
+                    |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, u32>(4)?,
+                            r.get::<_, u32>(5)?,
+                            r.get::<_, Option<Vec<u8>>>(6)?,
+                        ))
+                    },
+                )
+                .optional()?;
+            let Some((seq, id, op, query, attempts, crashes, input)) = row else {
+                return Ok(None);
+            };
+            let token = uuid::Uuid::new_v4().simple().to_string();
+            tx.execute(
+                "UPDATE jobs SET status = 'running', attempts = attempts + 1,
+                        started_ms = ?2, token = ?3, instance = ?4
+                 WHERE seq = ?1",
+                params![seq, now_ms(), token, instance],
+            )?;
+            tx.commit()?;
+            Ok(Some(Claimed {
+                id,
+                op,
+                query,
+                input: Bytes::from(input.unwrap_or_default()),
+                attempts: attempts + 1,
+                crashes,
+                token,
+                entry: String::new(),
+            }))
+        })
+        .await
+    }
+
+    /// Writes the end of a run, unless the claim is no longer ours. Returns
+    /// whether it was written: the `status = 'running' AND token = ?` guard
+    /// is what makes a job end exactly once.
+    pub async fn finish(&self, job: &Claimed, end: Finished) -> Result<bool, StoreError> {
+        let id = job.id.clone();
+        let token = job.token.clone();
+        self.call(move |conn| {
+            let status = end.status().as_str();
+            let (err, content_type, dims, body) = match end {
+                Finished::Done {
+                    content_type,
+                    dims,
+                    body,
+                } => (None, Some(content_type), dims, Some(body)),
+                Finished::Failed(e) => (Some(e), None, None, None),
+            };
+            let n = conn.execute(
+                "UPDATE jobs SET status = ?3, finished_ms = ?4, token = NULL,
+                        error_status = ?5, error_code = ?6, error_message = ?7,
+                        content_type = ?8, width = ?9, height = ?10, frames = ?11,
+                        result = ?12, input = NULL
+                 WHERE id = ?1 AND token = ?2 AND status = 'running'",
+                params![
+                    id,
+                    token,
+                    status,
+                    now_ms(),
+                    err.as_ref().map(|e| e.status),
+                    err.as_ref().map(|e| e.code.as_str()),
+                    err.as_ref().map(|e| e.message.as_str()),
+                    content_type,
+                    dims.map(|d| d.width),
+                    dims.map(|d| d.height),
+                    dims.map(|d| d.frames),
+                    body.as_deref(),
+                ],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    /// Puts a claimed job back in the queue (see [`Requeue`]).
+    pub async fn requeue(&self, job: &Claimed, why: Requeue) -> Result<bool, StoreError> {
+        let id = job.id.clone();
+        let token = job.token.clone();
+        self.call(move |conn| {
+            let (crash, undo) = match why {
+                Requeue::Crash => (1, 0),
+                Requeue::Release => (0, 1),
+            };
+            let n = conn.execute(
+                "UPDATE jobs SET status = 'queued', token = NULL,
+                        crashes = crashes + ?3, attempts = attempts - ?4
+                 WHERE id = ?1 AND token = ?2 AND status = 'running'",
+                params![id, token, crash, undo],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Lookup<JobRecord>, StoreError> {
+        let id = id.to_string();
+        self.call(move |conn| {
+            let row = conn
+                .query_row(
+                    "SELECT id, op, status, created_ms, started_ms, finished_ms, attempts,
+                            instance, error_status, error_code, error_message
+                     FROM jobs WHERE id = ?1",
+                    [&id],
+                    |r| {
+                        let raw: String = r.get(2)?;
+                        let error = match r.get::<_, Option<u16>>(8)? {
+                            Some(status) => Some(JobError {
+                                status,
+                                code: r.get::<_, Option<String>>(9)?.unwrap_or_default(),
+                                message: r.get::<_, Option<String>>(10)?.unwrap_or_default(),
+                            }),
+                            None => None,
+                        };
+                        let Some(status) = Status::parse(&raw) else {
+                            return Ok(None);
+                        };
+                        Ok(Some(JobRecord {
+                            id: r.get(0)?,
+                            op: r.get(1)?,
+                            status,
+                            created_ms: r.get(3)?,
+                            started_ms: r.get(4)?,
+                            finished_ms: r.get(5)?,
+                            attempts: r.get(6)?,
+                            instance: r.get(7)?,
+                            error,
+                        }))
+                    },
+                )
+                .optional()?;
+            Ok(match row {
+                None => Lookup::Missing,
+                Some(None) => Lookup::Expired,
+                Some(Some(rec)) => Lookup::Found(rec),
+            })
+        })
+        .await
+    }
+
+    pub async fn result(&self, id: &str) -> Result<ResultLookup, StoreError> {
+        let id = id.to_string();
+        self.call(move |conn| {
+            let row = conn
+                .query_row(
+                    "SELECT status, error_status, error_code, error_message, content_type,
+                            width, height, frames, result
+                     FROM jobs WHERE id = ?1",
+                    [&id],
+                    |r| {
+                        let raw: String = r.get(0)?;
+                        Ok(match Status::parse(&raw) {
+                            None => ResultLookup::Expired,
+                            Some(Status::Failed) => ResultLookup::Failed(JobError {
+                                status: r.get::<_, Option<u16>>(1)?.unwrap_or(500),
+                                code: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                                message: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                            }),
+                            Some(Status::Done) => {
+                                let dims = match (
+                                    r.get::<_, Option<u32>>(5)?,
+                                    r.get::<_, Option<u32>>(6)?,
+                                    r.get::<_, Option<u32>>(7)?,
+                                ) {
+                                    (Some(width), Some(height), Some(frames)) => Some(Dims {
+                                        width,
+                                        height,
+                                        frames,
+                                    }),
+                                    _ => None,
+                                };
+                                ResultLookup::Ready {
+                                    content_type: r
+                                        .get::<_, Option<String>>(4)?
+                                        .unwrap_or_default(),
+                                    dims,
+                                    body: Bytes::from(
+                                        r.get::<_, Option<Vec<u8>>>(8)?.unwrap_or_default(),
+                                    ),
+                                }
+                            }
+                            Some(s) => ResultLookup::NotReady(s),
+                        })
+                    },
+                )
+                .optional()?;
+            Ok(row.unwrap_or(ResultLookup::Missing))
+        })
+        .await
+    }
+
+    /// Cancels a queued job or removes a finished one; a running one stays.
+    pub async fn remove(&self, id: &str) -> Result<Removed, StoreError> {
+        let id = id.to_string();
+        self.call(move |conn| {
+            let status: Option<String> = conn
+                .query_row("SELECT status FROM jobs WHERE id = ?1", [&id], |r| r.get(0))
+                .optional()?;
+            Ok(match status.as_deref() {
+                None => Removed::Missing,
+                Some("expired") => Removed::Expired,
+                Some("running") => Removed::Running,
+                Some(_) => {
+                    // The guard repeats the check: nothing runs between the
+                    // two statements (one thread), but the SQL says it alone.
+                    let n = conn.execute(
+                        "DELETE FROM jobs WHERE id = ?1 AND status IN ('queued', 'done', 'failed')",
+                        [&id],
+                    )?;
+                    if n == 1 {
+                        Removed::Deleted
+                    } else {
+                        Removed::Running
+                    }
+                }
+            })
+        })
+        .await
+    }
+
+    /// Turns jobs finished before `cutoff_ms` into tombstones (blobs
+    /// dropped) and forgets tombstones older than `forget_ms`. Returns how
+    /// many jobs expired.
+    pub async fn sweep(&self, cutoff_ms: i64, forget_ms: i64) -> Result<usize, StoreError> {
+        self.call(move |conn| {
+            let expired = conn.execute(
+                "UPDATE jobs SET status = 'expired', expired_ms = ?2, input = NULL, result = NULL
+                 WHERE status IN ('done', 'failed') AND finished_ms < ?1",
+                params![cutoff_ms, now_ms()],
+            )?;
+            conn.execute(
+                "DELETE FROM jobs WHERE status = 'expired' AND expired_ms < ?1",
+                [forget_ms],
+            )?;
+            // Hand the freed pages back to the file system a little at a time.
+            conn.execute_batch("PRAGMA incremental_vacuum(2048);")?;
+            Ok(expired)
+        })
+        .await
+    }
+
+    pub async fn stats(&self) -> Result<JobStats, StoreError> {
+        self.call(|conn| {
+            let mut stats = JobStats {
+                available: true,
+                ..JobStats::default()
+            };
+            let mut stmt =
+                conn.prepare_cached("SELECT status, COUNT(*) FROM jobs GROUP BY status")?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            for row in rows {
+                let (status, n) = row?;
+                let n = u64::try_from(n).unwrap_or(0);
+                match status.as_str() {
+                    "queued" => stats.queued = n,
+                    "running" => stats.running = n,
+                    "done" => stats.done = n,
+                    "failed" => stats.failed = n,
+                    "expired" => stats.expired = n,
+                    _ => {}
+                }
+            }
+            let oldest: Option<i64> = conn
+                .query_row(
+                    "SELECT created_ms FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(created) = oldest {
+                stats.oldest_queued_age_secs = (now_ms() - created).max(0) as f64 / 1000.0;
+            }
+            Ok(stats)
+        })
+        .await
+    }
+
+    /// Ends the database thread after the calls already sent and waits
+    /// until the connection is closed (the WAL checkpointed into the main
+    /// file) and the lock released, so the process may exit right after.
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Msg::Close(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// The database thread's loop.
+/// The lock is released only after the connection is closed: nobody may
+/// open the database while this thread still has it open.
+fn serve(mut conn: Connection, lock: Flock<File>, rx: mpsc::Receiver<Msg>) {
+    while let Ok(msg) = rx.recv() {
+        match msg {
+            // A panic inside one call must not take the store down for
+            // every later request: its caller sees `Closed` (its oneshot
+            // is dropped) and the thread goes on.
+            Msg::Call(call) => {
+                let run = std::panic::AssertUnwindSafe(|| call(&mut conn));
+                if std::panic::catch_unwind(run).is_err() {
+                    tracing::error!("a job database call panicked");
+                }
+            }
+            Msg::Close(done) => {
+                if let Err((_, e)) = conn.close() {
+                    tracing::warn!("closing the job database: {e}");
+                }
+                drop(lock);
+                let _ = done.send(());
+                return;
+            }
+        }
+    }
+    // Every sender is gone without a Close (the process is ending).
+    drop(conn);
+    drop(lock);
+}
+
+fn store_err(path: &Path, e: rusqlite::Error) -> JobsError {
+    JobsError::Database {
+        path: path.to_path_buf(),
+        source: e,
+    }
+}
+
+/// Opens the database under `dir`: lock, pragmas, schema, recovery.
+fn open_db(dir: &Path) -> Result<(Connection, Flock<File>, usize), JobsError> {
+    std::fs::create_dir_all(dir).map_err(|source| JobsError::StateDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let lock_path = dir.join(LOCK_FILE);
+    let lock_file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| JobsError::StateDir {
+            path: lock_path.clone(),
+            source,
+        })?;
+    let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        JobsError::Locked {
+            path: dir.to_path_buf(),
+            reason: errno.desc().to_string(),
+        }
+    })?;
+
+    let path: PathBuf = dir.join(DB_FILE);
+    let mut conn = Connection::open(&path).map_err(|e| store_err(&path, e))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(|e| store_err(&path, e))?;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| store_err(&path, e))?;
+    if version > SCHEMA_VERSION {
+        return Err(JobsError::Store(format!(
+            "{} has schema version {version}, newer than this pixfork understands ({SCHEMA_VERSION})",
+            path.display()
+        )));
+    }
+    // auto_vacuum only takes effect before the first table exists.
+    conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;")
+        .map_err(|e| store_err(&path, e))?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(|e| store_err(&path, e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(JobsError::Store(format!(
+            "{} cannot use WAL mode (journal_mode is {mode})",
+            path.display()
+        )));
+    }
+    conn.execute_batch(
+        "PRAGMA synchronous = FULL;
+         PRAGMA journal_size_limit = 67108864;",
+    )
+    .map_err(|e| store_err(&path, e))?;
+    conn.execute_batch(SCHEMA)
+        .map_err(|e| store_err(&path, e))?;
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(|e| store_err(&path, e))?;
+    let recovered = recover(&mut conn).map_err(|e| store_err(&path, e))?;
+    Ok((conn, lock, recovered))
+}
+
+/// After an unclean stop nobody runs the `running` jobs any more: re-queue
+/// them, counting the cut-off attempt as a crash (it may be what killed the
+/// process), and fail the ones that reach the poison limit that way.
+fn recover(conn: &mut Connection) -> rusqlite::Result<usize> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let requeued = tx.execute(
+        "UPDATE jobs SET status = 'queued', token = NULL, crashes = crashes + 1
+         WHERE status = 'running'",
+        [],
+    )?;
+    let poisoned = tx.execute(
+        "UPDATE jobs SET status = 'failed', finished_ms = ?1, input = NULL,
+                error_status = ?2, error_code = ?3, error_message = ?4
+         WHERE status = 'queued' AND crashes >= ?5",
+        params![
+            now_ms(),
+            POISON_STATUS,
+            POISON_CODE,
+            super::poison_message("it was running when the service stopped abruptly"),
+            MAX_CRASHES
+        ],
+    )?;
+    tx.commit()?;
+    if requeued > 0 {
+        tracing::warn!(
+            requeued,
+            poisoned,
+            "re-queued jobs that were running when the service last stopped"
+        );
+    }
+    Ok(requeued.saturating_sub(poisoned))
+}

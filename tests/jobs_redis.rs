@@ -1,0 +1,278 @@
+//! Background jobs on the Redis store: a real `redis-server` per test (on a
+//! free loopback port, no persistence, stopped by its pid at the end) and
+//! one or two real pixfork instances sharing it.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{corpus_file, decode_dims, wait_for, Server};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+const CAT: &str = "valid/jpeg/photo_cat_320x240_progressive.jpg";
+
+/// A `redis-server` of this test; killed and reaped on drop.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn ping(port: u16) -> bool {
+    let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = c.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut buf = [0u8; 7];
+    c.write_all(b"PING\r\n").is_ok() && c.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let dir =
+            std::env::temp_dir().join(format!("pixfork-redis-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let mut r = Redis {
+            child: None,
+            port: free_port(),
+            dir,
+        };
+        r.spawn();
+        r
+    }
+
+    /// (Re)starts the server on this guard's port.
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (scripts/test.sh installs it)");
+        self.child = Some(child);
+        let port = self.port;
+        wait_for("redis-server answers PING", Duration::from_secs(10), || {
+            ping(port).then_some(())
+        });
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Kills the server (by its pid) and reaps it.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A pixfork on `redis` (its `--state-dir` is unused by the Redis store but
+/// still points at a private temp path).
+fn instance(redis: &Redis, extra: &[&str]) -> Server {
+    let url = redis.url();
+    let state = std::env::temp_dir().join(format!("pixfork-redis-state-{}", redis.port));
+    let state = state.to_str().expect("utf-8").to_string();
+    let mut flags = vec!["--jobs-url", &url, "--state-dir", &state];
+    flags.extend_from_slice(extra);
+    Server::start(&flags)
+}
+
+fn submit(s: &Server, path_and_query: &str, body: &[u8]) -> String {
+    let r = s.post(&format!("/v1/jobs/{path_and_query}"), body);
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.header("location").is_some());
+    r.json()["id"].as_str().expect("id").to_string()
+}
+
+fn status(s: &Server, id: &str) -> Value {
+    let r = s.get(&format!("/v1/jobs/{id}"));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    r.json()
+}
+
+fn wait_finished(s: &Server, ids: &[String], deadline: Duration) -> HashMap<String, Value> {
+    let mut out: HashMap<String, Value> = HashMap::new();
+    wait_for("jobs finished", deadline, || {
+        for id in ids {
+            if out.contains_key(id) {
+                continue;
+            }
+            let v = status(s, id);
+            if v["status"] == "done" || v["status"] == "failed" {
+                out.insert(id.clone(), v);
+            }
+        }
+        (out.len() == ids.len()).then_some(())
+    });
+    out
+}
+
+/// Which of the two servers ran a job, by the pid inside its `instance`.
+fn runner_of(v: &Value, a: &Server, b: &Server) -> &'static str {
+    let inst = v["instance"].as_str().unwrap_or("");
+    if inst.contains(&format!(":{}:", a.pid)) {
+        "a"
+    } else if inst.contains(&format!(":{}:", b.pid)) {
+        "b"
+    } else {
+        panic!("unknown instance in {v}")
+    }
+}
+
+#[test]
+fn two_instances_share_one_queue() {
+    let redis = Redis::start();
+    let a = instance(&redis, &[]);
+    let b = instance(&redis, &[]);
+    let img = corpus_file(CAT);
+    let started = Instant::now();
+    let ids: Vec<String> = (0..100)
+        .map(|_| submit(&a, "resize?width=64", &img))
+        .collect();
+    let done = wait_finished(&a, &ids, Duration::from_secs(90));
+    let elapsed = started.elapsed().as_secs_f64();
+    eprintln!(
+        "redis: 100 jobs (resize 320x240 -> 64 wide) on 2 instances x 1 job slot in {elapsed:.2} s = {:.1} jobs/s",
+        100.0 / elapsed
+    );
+    let mut share: HashMap<&str, usize> = HashMap::new();
+    for (i, id) in ids.iter().enumerate() {
+        let v = &done[id];
+        assert_eq!(v["status"], "done", "{v}");
+        assert_eq!(v["attempts"], 1, "{v}");
+        *share.entry(runner_of(v, &a, &b)).or_default() += 1;
+        // Readable from either instance.
+        let from = if i % 2 == 0 { &a } else { &b };
+        let r = from.get(&format!("/v1/jobs/{id}/result"));
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-type"), Some("image/jpeg"));
+        assert_eq!(decode_dims(&r.body), (64, 48, 1));
+    }
+    eprintln!("redis: share of the 100 jobs: {share:?}");
+    assert!(share.get("a").is_some_and(|n| *n > 0), "{share:?}");
+    assert!(share.get("b").is_some_and(|n| *n > 0), "{share:?}");
+    let st = b.get("/v1/jobs").json();
+    assert_eq!(
+        (st["done"].as_u64(), st["queued"].as_u64()),
+        (Some(100), Some(0)),
+        "{st}"
+    );
+    assert!(a.stop().success());
+    assert!(b.stop().success());
+}
+
+#[test]
+fn jobs_of_a_killed_instance_are_taken_over() {
+    let redis = Redis::start();
+    let flags = ["--job-claim-timeout", "2s"];
+    let a = instance(&redis, &flags);
+    let mut b = instance(&redis, &flags);
+    b.readyz();
+    // Body i has i+1 bytes; the sleep op's JSON result echoes the size.
+    let ids: Vec<String> = (0..30)
+        .map(|i| submit(&a, "__sleep?ms=200", &vec![b'x'; i + 1]))
+        .collect();
+    let on_b = wait_for("a job running on b", Duration::from_secs(20), || {
+        ids.iter().find(|id| {
+            let v = status(&a, id);
+            v["status"] == "running" && runner_of(&v, &a, &b) == "b"
+        })
+    })
+    .clone();
+    b.signal(Signal::SIGKILL);
+    assert!(!b.wait_exit(Duration::from_secs(10)).success());
+    b.assert_no_workers_left();
+
+    let done = wait_finished(&a, &ids, Duration::from_secs(60));
+    for (i, id) in ids.iter().enumerate() {
+        let v = &done[id];
+        assert_eq!(v["status"], "done", "{v}");
+        let r = a.get(&format!("/v1/jobs/{id}/result"));
+        assert_eq!(r.status, 200);
+        assert_eq!(r.json()["bytes"], i + 1, "result of job {i}");
+    }
+    // The job cut off on b was finished by a, as a second attempt.
+    let v = &done[&on_b];
+    assert_eq!(runner_of(v, &a, &b), "a", "{v}");
+    assert_eq!(v["attempts"], 2, "{v}");
+    assert!(a.logs().contains("took over a job"), "{}", a.logs());
+    assert!(a.stop().success());
+}
+
+#[test]
+fn redis_down_answers_503_and_poison_and_recovery_work() {
+    let mut redis = Redis::start();
+    let s = instance(&redis, &[]);
+    let img = corpus_file(CAT);
+
+    // Poison on Redis too: two attempts, then job_poison.
+    let poison = submit(&s, "__segv", b"");
+    let v = wait_finished(&s, std::slice::from_ref(&poison), Duration::from_secs(20));
+    assert_eq!(v[&poison]["error"]["code"], "job_poison", "{}", v[&poison]);
+    assert_eq!(v[&poison]["attempts"], 2);
+
+    let first = submit(&s, "resize?width=64", &img);
+    wait_finished(&s, std::slice::from_ref(&first), Duration::from_secs(20));
+
+    redis.stop();
+    let t = Instant::now();
+    let r = s.post("/v1/jobs/resize?width=64", &img);
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (503, "job_store_unavailable")
+    );
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "answered in {:?}",
+        t.elapsed()
+    );
+    let r = s.get(&format!("/v1/jobs/{first}"));
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (503, "job_store_unavailable")
+    );
+    // The synchronous API does not depend on Redis.
+    assert_eq!(s.post("/v1/resize?width=64", &img).status, 200);
+
+    // Redis back (empty: no persistence): jobs are accepted and run again.
+    redis.spawn();
+    let id = wait_for("submission accepted again", Duration::from_secs(20), || {
+        let r = s.post("/v1/jobs/resize?width=64", &img);
+        (r.status == 202).then(|| r.json()["id"].as_str().map(str::to_string))
+    })
+    .expect("id");
+    let v = wait_finished(&s, std::slice::from_ref(&id), Duration::from_secs(20));
+    assert_eq!(v[&id]["status"], "done", "{}", v[&id]);
+    assert!(s.stop().success());
+}

@@ -159,6 +159,36 @@ pub struct MasterArgs {
     #[arg(long, env = "PIXFORK_JOB_SLOTS")]
     pub job_slots: Option<usize>,
 
+    /// Let clients name the image by `url=` (GET /v1/{op}?url=http://...)
+    /// instead of sending it. Off by default: it makes pixfork fetch from
+    /// addresses chosen by clients.
+    #[arg(long, env = "PIXFORK_ALLOW_URL_SOURCE")]
+    pub allow_url_source: bool,
+
+    /// Hosts URL sources may name, comma-separated (`img.example.com`, or
+    /// `*.example.com` for subdomains) [default: any public host].
+    #[arg(long, env = "PIXFORK_ALLOWED_SOURCE_HOSTS", value_delimiter = ',')]
+    pub allowed_source_hosts: Vec<String>,
+
+    /// Let URL sources reach loopback, private, link-local and other
+    /// non-public addresses (refused by default).
+    #[arg(long, env = "PIXFORK_ALLOW_PRIVATE_SOURCES")]
+    pub allow_private_sources: bool,
+
+    /// Non-public networks URL sources may reach anyway, comma-separated
+    /// CIDRs (`10.1.0.0/16`, `127.0.0.1/32`); every other private address
+    /// stays refused, redirects included.
+    #[arg(long, env = "PIXFORK_ALLOWED_PRIVATE_NETWORKS", value_delimiter = ',', value_parser = crate::front::fetch::Network::parse)]
+    pub allowed_private_networks: Vec<crate::front::fetch::Network>,
+
+    /// Longest time a URL source may take: resolving, connecting, redirects and body.
+    #[arg(long, env = "PIXFORK_SOURCE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub source_timeout: Duration,
+
+    /// Most redirects a URL source may take.
+    #[arg(long, env = "PIXFORK_SOURCE_MAX_REDIRECTS", default_value_t = 3)]
+    pub source_max_redirects: u32,
+
     /// Log output format.
     #[arg(long, env = "PIXFORK_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

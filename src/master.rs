@@ -161,6 +161,20 @@ pub async fn run(args: MasterArgs, listener: TcpListener) -> Result<(), MasterEr
             limits: args.limits(),
             header_timeout: args.header_timeout,
             body_timeout: args.body_timeout,
+            sources: front::fetch::SourceConfig {
+                enabled: args.allow_url_source,
+                allowed_hosts: args
+                    .allowed_source_hosts
+                    .iter()
+                    .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
+                    .filter(|h| !h.is_empty())
+                    .collect(),
+                allow_private: args.allow_private_sources,
+                private_networks: args.allowed_private_networks.clone(),
+                timeout: args.source_timeout,
+                max_redirects: args.source_max_redirects,
+                max_bytes: args.max_body,
+            },
         },
         jobs: jobs.clone(),
         metrics,

@@ -53,6 +53,9 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_futex,
     libc::SYS_sched_yield,
     libc::SYS_getrandom,
+    // glibc's qsort (used by libwebp's encoder) asks sysinfo(2) for the
+    // physical memory size once to pick its sort buffer; read-only, harmless.
+    libc::SYS_sysinfo,
     libc::SYS_clock_gettime,
     libc::SYS_clock_nanosleep,
     libc::SYS_nanosleep,

@@ -71,7 +71,7 @@ fn api_contract() {
         ("/v1/resize?width=10&bogus=1", 400, "unknown_parameter"),
         ("/v1/blur?sigma=0", 400, "bad_parameter"),
         ("/v1/blur?sigma=1000", 400, "bad_parameter"),
-        ("/v1/rotate?angle=45", 400, "bad_parameter"),
+        ("/v1/rotate?angle=360", 400, "bad_parameter"),
         ("/v1/resize?width=10&format=tiff", 400, "bad_parameter"),
         ("/v1/resize?width=10&quality=101", 400, "bad_parameter"),
         (

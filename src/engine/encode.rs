@@ -2,19 +2,22 @@
 //! comments): the encoders below are given bare pixels, which strips GPS
 //! tags and other private data and keeps responses small.
 //!
-//! An animation written as GIF keeps every frame, its delay and its loop
-//! count. Written as JPEG, PNG or WebP it becomes its first frame only: those
-//! encoders (as available in pure Rust here) write stills.
+//! An animation written as GIF or WebP keeps every frame, its delay and its
+//! loop count. Written as JPEG or PNG it becomes its first frame only (APNG
+//! output is not offered: browsers that show APNG also show animated WebP).
+//!
+//! Encoders: JPEG by `jpeg-encoder` (pure Rust, baseline or progressive),
+//! PNG by `image`, GIF by the `gif` crate with NeuQuant palettes, WebP by
+//! libwebp (lossy or lossless, stills and animations; see `webp.rs`).
 
-use image::codecs::jpeg::JpegEncoder;
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
-use image::codecs::webp::WebPEncoder;
 use image::{DynamicImage, GrayImage, RgbImage, RgbaImage};
 
-use crate::proto::{ImageMeta, OutputFormat};
+use crate::proto::{ImageMeta, OutputFormat, OutputSpec, PngCompression};
 
 use super::decode::{AnimFrame, Content};
 use super::error::EngineError;
+use super::webp;
 
 /// NeuQuant speed for GIF palettes: 10 is the gif crate's recommended
 /// balance; 1 (image's default) is several times slower for little gain.
@@ -29,12 +32,14 @@ fn max_side(format: OutputFormat) -> u32 {
     }
 }
 
-/// Encodes `content` as `format`. See the module docs for animations.
+/// Encodes `content` as `format` with the knobs of `spec`. See the module
+/// docs for animations.
 pub fn encode(
     content: Content,
     format: OutputFormat,
-    quality: u8,
+    spec: &OutputSpec,
 ) -> Result<(Vec<u8>, ImageMeta), EngineError> {
+    let quality = spec.quality;
     let (width, height) = content.dimensions();
     let side = max_side(format);
     if width > side || height > side {
@@ -46,7 +51,19 @@ pub fn encode(
     let frames = match (content, format) {
         (Content::Animation(anim), OutputFormat::Gif) => {
             let frames = u32::try_from(anim.frames.len()).unwrap_or(u32::MAX);
-            let bytes = encode_gif(anim.frames, width, height, anim.loop_count)?;
+            let bytes = encode_gif(anim.frames, width, height, anim.loop_count, spec.colors)?;
+            return Ok((bytes, meta(format, width, height, frames)));
+        }
+        (Content::Animation(anim), OutputFormat::Webp) => {
+            let frames = u32::try_from(anim.frames.len()).unwrap_or(u32::MAX);
+            let bytes = webp::encode_animation(
+                &anim.frames,
+                width,
+                height,
+                anim.loop_count,
+                webp_settings(spec),
+            )
+            .map_err(|e| EngineError::encoding(e, format))?;
             return Ok((bytes, meta(format, width, height, frames)));
         }
         (Content::Animation(anim), _) => match anim.frames.into_iter().next() {
@@ -61,9 +78,9 @@ pub fn encode(
     };
     let image = frames;
     let bytes = match format {
-        OutputFormat::Jpeg => encode_jpeg(image, quality)?,
-        OutputFormat::Png => encode_png(image)?,
-        OutputFormat::Webp => encode_webp(image)?,
+        OutputFormat::Jpeg => encode_jpeg(image, quality, spec.progressive)?,
+        OutputFormat::Png => encode_png(image, spec.compression)?,
+        OutputFormat::Webp => encode_webp(image, webp_settings(spec))?,
         OutputFormat::Gif => encode_gif(
             vec![AnimFrame {
                 image: image.into_rgba8(),
@@ -72,6 +89,7 @@ pub fn encode(
             width,
             height,
             None,
+            spec.colors,
         )?,
     };
     Ok((bytes, meta(format, width, height, 1)))
@@ -86,20 +104,50 @@ fn meta(format: OutputFormat, width: u32, height: u32, frames: u32) -> ImageMeta
     }
 }
 
-/// Baseline JPEG at `quality`. JPEG has no alpha, so translucent pixels are
-/// composited onto white (what a browser shows them on by default) instead of
-/// revealing whatever colour the transparent pixels happen to hold.
-fn encode_jpeg(image: DynamicImage, quality: u8) -> Result<Vec<u8>, EngineError> {
+fn webp_settings(spec: &OutputSpec) -> webp::Settings {
+    webp::Settings {
+        quality: spec.quality,
+        lossless: spec.lossless,
+    }
+}
+
+/// JPEG at `quality`, baseline or progressive, 4:2:0. JPEG has no alpha, so
+/// translucent pixels are composited onto white (what a browser shows them
+/// on by default) instead of revealing whatever colour the transparent
+/// pixels happen to hold.
+fn encode_jpeg(
+    image: DynamicImage,
+    quality: u8,
+    progressive: bool,
+) -> Result<Vec<u8>, EngineError> {
     let quality = quality.clamp(1, 100);
-    let flat = match (image.color().has_color(), image.color().has_alpha()) {
-        (true, true) => DynamicImage::ImageRgb8(flatten_rgba(&image.into_rgba8())),
-        (true, false) => DynamicImage::ImageRgb8(image.into_rgb8()),
-        (false, true) => DynamicImage::ImageLuma8(flatten_luma_alpha(&image.into_luma_alpha8())),
-        (false, false) => DynamicImage::ImageLuma8(image.into_luma8()),
+    let fail = |e: jpeg_encoder::EncodingError| EngineError::encoding(e, OutputFormat::Jpeg);
+    let (w, h) = match (u16::try_from(image.width()), u16::try_from(image.height())) {
+        (Ok(w), Ok(h)) => (w, h),
+        _ => {
+            return Err(EngineError::BadParameter(format!(
+                "a {}x{} image is too large for jpeg",
+                image.width(),
+                image.height()
+            )))
+        }
+    };
+    let (pixels, color) = match (image.color().has_color(), image.color().has_alpha()) {
+        (true, true) => (
+            flatten_rgba(&image.into_rgba8()).into_raw(),
+            jpeg_encoder::ColorType::Rgb,
+        ),
+        (true, false) => (image.into_rgb8().into_raw(), jpeg_encoder::ColorType::Rgb),
+        (false, true) => (
+            flatten_luma_alpha(&image.into_luma_alpha8()).into_raw(),
+            jpeg_encoder::ColorType::Luma,
+        ),
+        (false, false) => (image.into_luma8().into_raw(), jpeg_encoder::ColorType::Luma),
     };
     let mut out = Vec::new();
-    flat.write_with_encoder(JpegEncoder::new_with_quality(&mut out, quality))
-        .map_err(|e| EngineError::encoding(e, OutputFormat::Jpeg))?;
+    let mut encoder = jpeg_encoder::Encoder::new(&mut out, quality);
+    encoder.set_progressive(progressive);
+    encoder.encode(&pixels, w, h, color).map_err(fail)?;
     Ok(out)
 }
 
@@ -124,39 +172,45 @@ fn flatten_luma_alpha(la: &image::GrayAlphaImage) -> GrayImage {
     })
 }
 
-/// PNG with fast deflate and adaptive filters: most of PNG's size win at a
-/// fraction of the default level's time. 16-bit images stay 16-bit; float
-/// images (from TIFF) become 16-bit, PNG's deepest integer format.
-fn encode_png(image: DynamicImage) -> Result<Vec<u8>, EngineError> {
+/// PNG with adaptive filters; `fast` deflate (the default) gives most of
+/// PNG's size win at a fraction of the `best` level's time. 16-bit images
+/// stay 16-bit; float images (from TIFF) become 16-bit, PNG's deepest
+/// integer format.
+fn encode_png(image: DynamicImage, compression: PngCompression) -> Result<Vec<u8>, EngineError> {
     let image = match image {
         DynamicImage::ImageRgb32F(_) => DynamicImage::ImageRgb16(image.into_rgb16()),
         DynamicImage::ImageRgba32F(_) => DynamicImage::ImageRgba16(image.into_rgba16()),
         other => other,
     };
     let mut out = Vec::new();
-    let encoder =
-        PngEncoder::new_with_quality(&mut out, CompressionType::Fast, FilterType::Adaptive);
+    let level = match compression {
+        PngCompression::Fast => CompressionType::Fast,
+        PngCompression::Default => CompressionType::Default,
+        PngCompression::Best => CompressionType::Best,
+    };
+    let encoder = PngEncoder::new_with_quality(&mut out, level, FilterType::Adaptive);
     image
         .write_with_encoder(encoder)
         .map_err(|e| EngineError::encoding(e, OutputFormat::Png))?;
     Ok(out)
 }
 
-/// Lossless WebP (the only WebP encoder in pure Rust), from 8-bit RGB(A).
-fn encode_webp(image: DynamicImage) -> Result<Vec<u8>, EngineError> {
-    let image = if image.color().has_alpha() {
-        DynamicImage::ImageRgba8(image.into_rgba8())
+/// A still WebP through libwebp, lossy at `quality` or lossless, from 8-bit
+/// RGB(A) (alpha only when the image has it, so opaque images carry none).
+fn encode_webp(image: DynamicImage, settings: webp::Settings) -> Result<Vec<u8>, EngineError> {
+    let (w, h) = (image.width(), image.height());
+    let alpha = image.color().has_alpha();
+    let pixels = if alpha {
+        image.into_rgba8().into_raw()
     } else {
-        DynamicImage::ImageRgb8(image.into_rgb8())
+        image.into_rgb8().into_raw()
     };
-    let mut out = Vec::new();
-    image
-        .write_with_encoder(WebPEncoder::new_lossless(&mut out))
-        .map_err(|e| EngineError::encoding(e, OutputFormat::Webp))?;
-    Ok(out)
+    webp::encode_still(&pixels, w, h, alpha, settings)
+        .map_err(|e| EngineError::encoding(e, OutputFormat::Webp))
 }
 
-/// A GIF of full-canvas frames, each with its own NeuQuant palette.
+/// A GIF of full-canvas frames, each with its own NeuQuant palette of at
+/// most `colors` entries.
 ///
 /// Frames are disposed to background: every frame is a complete canvas, so
 /// nothing of the previous one may show through its transparent pixels.
@@ -167,6 +221,7 @@ fn encode_gif(
     width: u32,
     height: u32,
     loop_count: Option<u32>,
+    colors: u16,
 ) -> Result<Vec<u8>, EngineError> {
     let fail = |e: gif::EncodingError| EngineError::encoding(e, OutputFormat::Gif);
     let (w, h) = match (u16::try_from(width), u16::try_from(height)) {
@@ -194,11 +249,49 @@ fn encode_gif(
             )));
         }
         let mut rgba = frame.image.into_raw();
-        let mut out = gif::Frame::from_rgba_speed(w, h, &mut rgba, GIF_QUANT_SPEED);
+        let mut out = if colors >= 256 {
+            gif::Frame::from_rgba_speed(w, h, &mut rgba, GIF_QUANT_SPEED)
+        } else {
+            quantised_frame(w, h, &rgba, colors)
+        };
         // GIF delays are in 10 ms units.
         out.delay = u16::try_from(frame.delay_ms.saturating_add(5) / 10).unwrap_or(u16::MAX);
         out.dispose = gif::DisposalMethod::Background;
         encoder.write_frame(&out).map_err(fail)?;
     }
     encoder.into_inner().map_err(fail)
+}
+
+/// A GIF frame with a palette of at most `colors` (2..=255) entries.
+/// Pixels under half opacity share one transparent entry, as the gif
+/// crate's own conversion does with fully transparent ones.
+fn quantised_frame(w: u16, h: u16, rgba: &[u8], colors: u16) -> gif::Frame<'static> {
+    let colors = usize::from(colors.clamp(2, 255));
+    let transparent = rgba.chunks_exact(4).any(|p| p[3] < 128);
+    let opaque_colors = if transparent { colors - 1 } else { colors }.max(1);
+    let quant = color_quant::NeuQuant::new(GIF_QUANT_SPEED, opaque_colors, rgba);
+    let mut palette = quant.color_map_rgb();
+    let clear_index = u8::try_from(palette.len() / 3).unwrap_or(u8::MAX);
+    let indices: Vec<u8> = rgba
+        .chunks_exact(4)
+        .map(|p| {
+            if transparent && p[3] < 128 {
+                clear_index
+            } else {
+                u8::try_from(quant.index_of(p)).unwrap_or(0)
+            }
+        })
+        .collect();
+    let mut frame = gif::Frame {
+        width: w,
+        height: h,
+        buffer: std::borrow::Cow::Owned(indices),
+        ..gif::Frame::default()
+    };
+    if transparent {
+        palette.extend_from_slice(&[0, 0, 0]);
+        frame.transparent = Some(clear_index);
+    }
+    frame.palette = Some(palette);
+    frame
 }

@@ -12,10 +12,12 @@
 //! 1. **decode** (`decode.rs`): sniff the format (`sniff.rs`), check the
 //!    limits (`limits.rs`), decode every frame (GIF, animated WebP and APNG
 //!    stay animations);
-//! 2. **ops** (`ops.rs`): apply the EXIF orientation, then each op in order,
-//!    to every frame;
+//! 2. **ops** (`ops.rs`, with `geometry.rs`, `effects.rs`, `smart.rs` and the
+//!    generic pixel plumbing of `pixel.rs`): apply the EXIF orientation
+//!    (unless `autorotate=false`), then each op in order, to every frame;
 //! 3. **encode** (`encode.rs`): write the requested format (or the input's
-//!    family; any animation becomes an animated GIF), without metadata.
+//!    family; an animation without an explicit format becomes an animated
+//!    GIF), without metadata.
 //!
 //! # Test ops
 //!
@@ -29,11 +31,16 @@
 //! the remaining real ops run as usual.
 
 mod decode;
+mod effects;
 mod encode;
 mod error;
+mod geometry;
 mod limits;
 mod ops;
+mod pixel;
+mod smart;
 mod sniff;
+mod webp;
 
 #[cfg(test)]
 mod tests;
@@ -68,9 +75,9 @@ pub enum Product {
 /// orientation). It still decodes every frame, so that `info` never vouches
 /// for a file the other ops would reject as damaged.
 ///
-/// An animated input written with an explicit `jpeg`, `png` or `webp` output
-/// format keeps its first frame only; with no format or `gif` it stays an
-/// animated GIF with its delays and loop count.
+/// An animated input written with an explicit `jpeg` or `png` output format
+/// keeps its first frame only; with no format or `gif` it stays an animated
+/// GIF, with `webp` an animated WebP, with its delays and loop count.
 pub fn run(task: &Task, input: &[u8]) -> (Result<Product, WorkError>, Timing) {
     let mut timing = Timing::default();
     let result = run_task(task, input, &mut timing).map_err(WorkError::from);
@@ -105,7 +112,11 @@ fn run_task(task: &Task, input: &[u8], timing: &mut Timing) -> Result<Product, E
     let input_format = decoded.format;
 
     let started = Instant::now();
-    let content = orient(decoded.content, decoded.orientation);
+    let content = if task.output.autorotate {
+        orient(decoded.content, decoded.orientation)
+    } else {
+        decoded.content
+    };
     let content = ops::apply(content, &ops, &task.limits);
     timing.ops_us = micros_since(started);
     let content = content?;
@@ -115,7 +126,7 @@ fn run_task(task: &Task, input: &[u8], timing: &mut Timing) -> Result<Product, E
         Content::Still(_) => input_format.default_output(),
     });
     let started = Instant::now();
-    let encoded = encode::encode(content, format, task.output.quality);
+    let encoded = encode::encode(content, format, &task.output);
     timing.encode_us = micros_since(started);
     let (bytes, meta) = encoded?;
     Ok(Product::Image { bytes, meta })

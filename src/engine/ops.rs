@@ -1,18 +1,35 @@
 //! The pixel operations, applied in request order to every frame.
 //!
 //! Each op works on a `DynamicImage` so stills keep their colour type (16-bit
-//! stays 16-bit, grey stays grey). Animation frames are RGBA8 canvases; they
-//! are wrapped as `DynamicImage::ImageRgba8` and converted back afterwards, so
-//! every frame of an animation goes through exactly the same code as a still.
+//! stays 16-bit, grey stays grey where the op allows). Animation frames are
+//! RGBA8 canvases; they are wrapped as `DynamicImage::ImageRgba8` and
+//! converted back afterwards, so every frame of an animation goes through
+//! exactly the same code as a still, and keeps its delay.
+//!
+//! Ops whose geometry depends on the content (`trim`, `gravity=smart`) must
+//! give every frame of an animation the same size and position, or the
+//! frames would no longer line up: `trim` cuts the union of every frame's
+//! box, and a smart crop window is chosen on the first frame and reused.
 
-use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
+use fast_image_resize::Resizer;
 use image::DynamicImage;
 
-use crate::proto::{Limits, Op};
+use crate::proto::{Fit, Gravity, Limits, Op};
 
 use super::decode::{AnimFrame, Animation, Content};
+use super::effects;
 use super::error::EngineError;
+use super::geometry::{self, normalise_angle, plan_resize, rotated_size};
 use super::limits::check_output;
+
+/// State one op carries from frame to frame of an animation.
+#[derive(Default)]
+struct FrameCtx {
+    /// Crop corner chosen (by gravity) on the first frame.
+    anchor: Option<(u32, u32)>,
+    /// `trim`: the union box over all frames, computed before the first.
+    trim: Option<Option<(u32, u32, u32, u32)>>,
+}
 
 /// Applies `ops` (no `Info`, no test ops) to every frame of `content`.
 pub fn apply(content: Content, ops: &[&Op], limits: &Limits) -> Result<Content, EngineError> {
@@ -20,7 +37,8 @@ pub fn apply(content: Content, ops: &[&Op], limits: &Limits) -> Result<Content, 
     match content {
         Content::Still(mut image) => {
             for op in ops {
-                image = apply_op(image, op, 1, limits, &mut resizer)?;
+                let mut ctx = FrameCtx::default();
+                image = apply_op(image, op, 1, limits, &mut resizer, &mut ctx)?;
             }
             Ok(Content::Still(image))
         }
@@ -30,11 +48,15 @@ pub fn apply(content: Content, ops: &[&Op], limits: &Limits) -> Result<Content, 
         }) => {
             let count = frames.len() as u64;
             for op in ops {
+                let mut ctx = FrameCtx::default();
+                if let Op::Trim { threshold } = op {
+                    ctx.trim = Some(union_trim_box(&frames, *threshold));
+                }
                 frames = frames
                     .into_iter()
                     .map(|frame| {
                         let image = DynamicImage::ImageRgba8(frame.image);
-                        let image = apply_op(image, op, count, limits, &mut resizer)?;
+                        let image = apply_op(image, op, count, limits, &mut resizer, &mut ctx)?;
                         Ok(AnimFrame {
                             image: image.into_rgba8(),
                             delay_ms: frame.delay_ms,
@@ -47,38 +69,96 @@ pub fn apply(content: Content, ops: &[&Op], limits: &Limits) -> Result<Content, 
     }
 }
 
+/// The smallest box holding every frame's content (frames are compared with
+/// their own top-left pixel, as a still would be).
+fn union_trim_box(frames: &[AnimFrame], threshold: u8) -> Option<(u32, u32, u32, u32)> {
+    let mut union: Option<(u32, u32, u32, u32)> = None;
+    for frame in frames {
+        let image = DynamicImage::ImageRgba8(frame.image.clone());
+        if let Some((x, y, w, h)) = geometry::trim_box(&image, threshold) {
+            union = Some(match union {
+                None => (x, y, x + w, y + h),
+                Some((x0, y0, x1, y1)) => (x0.min(x), y0.min(y), x1.max(x + w), y1.max(y + h)),
+            });
+        }
+    }
+    union.map(|(x0, y0, x1, y1)| (x0, y0, x1 - x0, y1 - y0))
+}
+
 /// One op on one picture. `frames` is the frame count of the whole image,
-/// for the output-size check of resizes.
+/// for the output-size check of ops that grow the canvas.
 fn apply_op(
     image: DynamicImage,
     op: &Op,
     frames: u64,
     limits: &Limits,
     resizer: &mut Resizer,
+    ctx: &mut FrameCtx,
 ) -> Result<DynamicImage, EngineError> {
     match *op {
         Op::Resize {
             width,
             height,
+            fit,
+            gravity,
             enlarge,
-        } => {
-            let (w, h) = resize_target(image.width(), image.height(), width, height, enlarge)?;
-            if (w, h) == (image.width(), image.height()) {
-                return Ok(image);
-            }
-            check_output(w, h, frames, limits)?;
-            resize(&image, w, h, resizer)
-        }
-        Op::Blur { sigma } => blur(&image, sigma),
+        } => resize(
+            image,
+            (width, height, fit, gravity, enlarge),
+            frames,
+            limits,
+            resizer,
+            ctx,
+        ),
+        Op::Thumbnail {
+            width,
+            height,
+            gravity,
+        } => resize(
+            image,
+            (Some(width), Some(height), Fit::Cover, gravity, false),
+            frames,
+            limits,
+            resizer,
+            ctx,
+        ),
+        Op::Blur { sigma } => effects::blur(&image, sigma),
+        Op::Sharpen {
+            sigma,
+            amount,
+            threshold,
+        } => effects::sharpen(image, sigma, amount, threshold),
+        Op::Pixelate { size } => effects::pixelate(image, size),
         Op::Grayscale => Ok(image.grayscale()),
-        Op::Rotate { angle } => match angle {
-            90 => Ok(image.rotate90()),
-            180 => Ok(image.rotate180()),
-            270 => Ok(image.rotate270()),
-            other => Err(EngineError::BadParameter(format!(
-                "rotate angle must be 90, 180 or 270, not {other}"
-            ))),
-        },
+        Op::Invert => effects::invert(image),
+        Op::Brightness { value } => effects::brightness(image, value),
+        Op::Contrast { value } => effects::contrast(image, value),
+        Op::Hue { degrees } => effects::hue(image, degrees),
+        Op::Saturation { factor } => effects::saturation(image, factor),
+        Op::Sepia => effects::sepia(image),
+        Op::Threshold { value } => effects::threshold(image, value),
+        Op::Background { color } => effects::background(image, color),
+        Op::Rotate { angle, background } => {
+            if !angle.is_finite() {
+                return Err(EngineError::BadParameter(format!(
+                    "rotate angle must be a number, not {angle}"
+                )));
+            }
+            let a = normalise_angle(angle);
+            if a == 0.0 {
+                Ok(image)
+            } else if a == 90.0 {
+                Ok(image.rotate90())
+            } else if a == 180.0 {
+                Ok(image.rotate180())
+            } else if a == 270.0 {
+                Ok(image.rotate270())
+            } else {
+                let (w, h) = rotated_size(image.width(), image.height(), a);
+                check_output(w, h, frames, limits)?;
+                geometry::rotate_any(image, a, background)
+            }
+        }
         Op::Flip => Ok(image.flipv()),
         Op::Flop => Ok(image.fliph()),
         Op::Crop {
@@ -86,7 +166,33 @@ fn apply_op(
             y,
             width,
             height,
-        } => crop(image, x, y, width, height),
+        } => geometry::crop(image, x, y, width, height),
+        Op::Pad {
+            top,
+            right,
+            bottom,
+            left,
+            background,
+        } => {
+            let grown = |a: u32, b: u32, c: u32| a.saturating_add(b).saturating_add(c);
+            check_output(
+                grown(image.width(), left, right),
+                grown(image.height(), top, bottom),
+                frames,
+                limits,
+            )?;
+            geometry::pad(image, (top, right, bottom, left), background)
+        }
+        Op::Trim { threshold } => {
+            let found = match ctx.trim {
+                Some(b) => b,
+                None => geometry::trim_box(&image, threshold),
+            };
+            match found {
+                Some((x, y, w, h)) => geometry::crop(image, x, y, w, h),
+                None => Ok(image),
+            }
+        }
         Op::Convert => Ok(image),
         Op::Info
         | Op::TestSleep { .. }
@@ -101,120 +207,37 @@ fn apply_op(
     }
 }
 
-/// The size a resize produces, keeping the aspect ratio.
-///
-/// One side given: the other follows, rounded. Both: the largest size that
-/// fits inside the box. Never a 0-pixel side (a 940x2 strip scaled down must
-/// stay at least 1 pixel tall). Without `enlarge` a target larger than the
-/// source keeps the source size: upscaling only adds blur and bytes.
-pub fn resize_target(
-    src_w: u32,
-    src_h: u32,
-    width: Option<u32>,
-    height: Option<u32>,
-    enlarge: bool,
-) -> Result<(u32, u32), EngineError> {
-    if width == Some(0) || height == Some(0) {
-        return Err(EngineError::BadParameter(
-            "resize width and height must be at least 1".to_string(),
-        ));
-    }
-    let (sw, sh) = (u64::from(src_w.max(1)), u64::from(src_h.max(1)));
-    // round(a * b / c) in integers.
-    let scale = |a: u64, b: u64, c: u64| -> u32 {
-        u32::try_from((a * b + c / 2) / c)
-            .unwrap_or(u32::MAX)
-            .max(1)
-    };
-    let (w, h) = match (width, height) {
-        (Some(tw), None) => (tw, scale(sh, u64::from(tw), sw)),
-        (None, Some(th)) => (scale(sw, u64::from(th), sh), th),
-        (Some(tw), Some(th)) => {
-            let (tw64, th64) = (u64::from(tw), u64::from(th));
-            // Width is the limiting side iff tw/sw <= th/sh.
-            if tw64 * sh <= th64 * sw {
-                (tw, scale(sh, tw64, sw).min(th))
-            } else {
-                (scale(sw, th64, sh).min(tw), th)
-            }
-        }
-        (None, None) => {
-            return Err(EngineError::BadParameter(
-                "resize needs a width, a height or both".to_string(),
-            ))
-        }
-    };
-    if !enlarge && (w > src_w || h > src_h) {
-        return Ok((src_w, src_h));
-    }
-    Ok((w, h))
-}
-
-/// Lanczos3 convolution with SIMD (fast_image_resize), into a new image of
-/// the same colour type. Alpha is premultiplied during the filter (the
-/// crate's default) so transparent pixels do not bleed their colour.
+/// `resize` and `thumbnail`: plan, check the output size, scale, then cut
+/// the cover box at its gravity (chosen once per animation).
 fn resize(
-    image: &DynamicImage,
-    width: u32,
-    height: u32,
-    resizer: &mut Resizer,
-) -> Result<DynamicImage, EngineError> {
-    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3));
-    let mut dst = DynamicImage::new(width, height, image.color());
-    match resizer.resize(image, &mut dst, &options) {
-        Ok(()) => Ok(dst),
-        // A colour type fast_image_resize does not know: go through RGBA8.
-        Err(fast_image_resize::ResizeError::ImageError(_))
-        | Err(fast_image_resize::ResizeError::PixelTypesAreDifferent) => {
-            let src = DynamicImage::ImageRgba8(image.to_rgba8());
-            let mut dst = DynamicImage::new(width, height, src.color());
-            resizer
-                .resize(&src, &mut dst, &options)
-                .map_err(|e| EngineError::Internal(format!("resize failed: {e}")))?;
-            Ok(dst)
-        }
-        Err(e) => Err(EngineError::Internal(format!("resize failed: {e}"))),
-    }
-}
-
-/// Box-blur approximation of a gaussian (`fast_blur`): its cost does not grow
-/// with sigma, so a large sigma cannot be used to burn CPU.
-fn blur(image: &DynamicImage, sigma: f32) -> Result<DynamicImage, EngineError> {
-    if !sigma.is_finite() || sigma <= 0.0 {
-        return Err(EngineError::BadParameter(format!(
-            "blur sigma must be a positive number, not {sigma}"
-        )));
-    }
-    // Beyond the image size more blur changes nothing visible, and the
-    // crate's window set-up is linear in the radius (and panics on absurd
-    // radii), so clamp.
-    let cap = image.width().max(image.height()).max(1) as f32;
-    Ok(image.fast_blur(sigma.min(cap)))
-}
-
-/// Cuts the requested rectangle, clipped to the image.
-fn crop(
     image: DynamicImage,
-    x: u32,
-    y: u32,
-    width: u32,
-    height: u32,
+    (width, height, fit, gravity, enlarge): (Option<u32>, Option<u32>, Fit, Gravity, bool),
+    frames: u64,
+    limits: &Limits,
+    resizer: &mut Resizer,
+    ctx: &mut FrameCtx,
 ) -> Result<DynamicImage, EngineError> {
-    let (w, h) = (image.width(), image.height());
-    if x >= w || y >= h {
-        return Err(EngineError::BadParameter(format!(
-            "crop origin ({x},{y}) is outside the {w}x{h} image"
-        )));
+    let plan = plan_resize(image.width(), image.height(), width, height, fit, enlarge)?;
+    let (w, h) = plan.scaled;
+    check_output(w, h, frames, limits)?;
+    let scaled = if (w, h) == (image.width(), image.height()) {
+        image
+    } else {
+        geometry::resize(&image, w, h, resizer)?
+    };
+    let Some((cw, ch)) = plan.crop else {
+        return Ok(scaled);
+    };
+    if (cw, ch) == (w, h) {
+        return Ok(scaled);
     }
-    if width == 0 || height == 0 {
-        return Err(EngineError::BadParameter(
-            "crop width and height must be at least 1".to_string(),
-        ));
-    }
-    let cw = width.min(w - x);
-    let ch = height.min(h - y);
-    if (x, y, cw, ch) == (0, 0, w, h) {
-        return Ok(image);
-    }
-    Ok(image.crop_imm(x, y, cw, ch))
+    let (x, y) = match ctx.anchor {
+        Some(anchor) => anchor,
+        None => {
+            let anchor = geometry::place(&scaled, cw, ch, gravity);
+            ctx.anchor = Some(anchor);
+            anchor
+        }
+    };
+    Ok(scaled.crop_imm(x, y, cw, ch))
 }

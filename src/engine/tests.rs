@@ -58,7 +58,16 @@ fn resize_w(width: u32) -> Op {
     Op::Resize {
         width: Some(width),
         height: None,
+        fit: crate::proto::Fit::Contain,
+        gravity: crate::proto::Gravity::Centre,
         enlarge: false,
+    }
+}
+
+fn rot(angle: f32) -> Op {
+    Op::Rotate {
+        angle,
+        background: crate::proto::Color::BLACK,
     }
 }
 
@@ -281,31 +290,24 @@ fn rotate_90_four_times_is_identity() {
     let input = read(PALETTE_PNG);
     let (plain, _) = image_of(&task(vec![Op::Convert]), &input);
     let plain = decode_output(&plain).to_rgba8();
-    let (once, meta) = image_of(&task(vec![Op::Rotate { angle: 90 }]), &input);
+    let (once, meta) = image_of(&task(vec![rot(90.0)]), &input);
     assert_eq!((meta.width, meta.height), (225, 300));
     // Clockwise: the top-left pixel moves to the top-right corner.
     let once = decode_output(&once).to_rgba8();
     assert_eq!(plain.get_pixel(0, 0), once.get_pixel(224, 0));
-    let (four, meta) = image_of(&task(vec![Op::Rotate { angle: 90 }; 4]), &input);
+    let (four, meta) = image_of(&task(vec![rot(90.0); 4]), &input);
     assert_eq!((meta.width, meta.height), (300, 225));
     assert_eq!(decode_output(&four).to_rgba8(), plain);
-    let (r180, _) = image_of(
-        &task(vec![Op::Rotate { angle: 180 }, Op::Rotate { angle: 180 }]),
-        &input,
-    );
+    let (r180, _) = image_of(&task(vec![rot(180.0), rot(180.0)]), &input);
     assert_eq!(decode_output(&r180).to_rgba8(), plain);
-    let (r270, _) = image_of(
-        &task(vec![Op::Rotate { angle: 270 }, Op::Rotate { angle: 90 }]),
-        &input,
-    );
+    let (r270, _) = image_of(&task(vec![rot(270.0), rot(90.0)]), &input);
     assert_eq!(decode_output(&r270).to_rgba8(), plain);
 }
 
 #[test]
-fn rotate_refuses_other_angles() {
-    let err = error_of(&task(vec![Op::Rotate { angle: 45 }]), &read(CAT));
+fn rotate_refuses_non_numbers() {
+    let err = error_of(&task(vec![rot(f32::NAN)]), &read(CAT));
     assert_eq!(err.kind, ErrorKind::BadParameter);
-    assert!(err.message.contains("45"), "{}", err.message);
 }
 
 #[test]
@@ -394,7 +396,7 @@ fn crop_is_exact_on_lossless_output() {
 
 #[test]
 fn resize_target_keeps_aspect() {
-    let t = ops::resize_target;
+    let t = geometry::resize_target;
     assert_eq!(t(320, 240, Some(100), None, false), Ok((100, 75)));
     assert_eq!(t(320, 240, None, Some(60), false), Ok((80, 60)));
     assert_eq!(t(320, 240, Some(100), Some(100), false), Ok((100, 75)));
@@ -430,6 +432,8 @@ fn resize_extreme_aspect_png() {
     let box_fit = Op::Resize {
         width: Some(30),
         height: Some(30),
+        fit: crate::proto::Fit::Contain,
+        gravity: crate::proto::Gravity::Centre,
         enlarge: false,
     };
     let (_, meta) = image_of(&task(vec![box_fit]), &input);
@@ -442,6 +446,8 @@ fn resize_refuses_bad_parameters_and_huge_results() {
     let none = Op::Resize {
         width: None,
         height: None,
+        fit: crate::proto::Fit::Contain,
+        gravity: crate::proto::Gravity::Centre,
         enlarge: false,
     };
     assert_eq!(
@@ -451,6 +457,8 @@ fn resize_refuses_bad_parameters_and_huge_results() {
     let huge = Op::Resize {
         width: Some(100_000),
         height: None,
+        fit: crate::proto::Fit::Contain,
+        gravity: crate::proto::Gravity::Centre,
         enlarge: true,
     };
     assert_eq!(
@@ -666,7 +674,7 @@ fn gif_loop_counts_are_preserved() {
 }
 
 #[test]
-fn apng_and_animated_webp_become_animated_gifs() {
+fn apng_and_animated_webp_become_animated_gifs_by_default() {
     let apng = read("valid/png/apng_ball_100x100_20frames.png");
     let info = info_of_bytes(&apng);
     assert_eq!((info.format.as_str(), info.frames), ("png", 20));
@@ -690,7 +698,7 @@ fn apng_and_animated_webp_become_animated_gifs() {
 #[test]
 fn animation_to_still_format_keeps_first_frame() {
     let input = read(ANIM_GIF);
-    for format in [OutputFormat::Png, OutputFormat::Jpeg, OutputFormat::Webp] {
+    for format in [OutputFormat::Png, OutputFormat::Jpeg] {
         let (bytes, meta) = image_of(&task_as(vec![resize_w(50)], format), &input);
         assert_eq!((meta.format, meta.frames, meta.width), (format, 1, 50));
         assert_eq!(decode_output(&bytes).dimensions(), (50, 50));

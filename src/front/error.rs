@@ -35,6 +35,10 @@ pub enum ApiError {
     Work(WorkError),
     #[error(transparent)]
     Pool(#[from] PoolError),
+    /// A URL source that could not be fetched (403, 413, 502, 504; 400 for
+    /// a bad `url`).
+    #[error(transparent)]
+    Source(#[from] crate::front::fetch::FetchError),
     /// Errors of the jobs API (409 not done, 410 expired, 503 store down...).
     #[error("{message}")]
     Job {
@@ -76,6 +80,7 @@ impl ApiError {
                 ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::Job { status, .. } => *status,
+            ApiError::Source(f) => f.status(),
             ApiError::Pool(p) => match p {
                 PoolError::QueueFull | PoolError::QueueTimeout(_) | PoolError::ShuttingDown => {
                     StatusCode::SERVICE_UNAVAILABLE
@@ -108,6 +113,7 @@ impl ApiError {
                 ErrorKind::Internal => "internal_error",
             },
             ApiError::Job { code, .. } => code,
+            ApiError::Source(f) => f.code(),
             ApiError::Pool(p) => match p {
                 PoolError::QueueFull => "queue_full",
                 PoolError::QueueTimeout(_) => "queue_timeout",
@@ -123,6 +129,7 @@ impl ApiError {
         match self {
             ApiError::BadParameter { param, .. } => Some(param),
             ApiError::UnknownParameter(p) => Some(p),
+            ApiError::Source(crate::front::fetch::FetchError::BadUrl(_)) => Some("url"),
             _ => None,
         }
     }

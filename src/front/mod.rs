@@ -5,6 +5,8 @@
 //! worker is busy.
 
 pub mod error;
+pub mod fetch;
+pub mod openapi;
 pub mod params;
 
 use std::convert::Infallible;
@@ -42,6 +44,8 @@ pub struct FrontConfig {
     /// How long a client may take to send a whole request body: a
     /// slow-body client (slowloris) cannot hold a connection longer.
     pub body_timeout: Duration,
+    /// URL sources (`GET /v1/{op}?url=`), off unless `--allow-url-source`.
+    pub sources: fetch::SourceConfig,
 }
 
 /// Shared state of every connection.
@@ -168,27 +172,122 @@ async fn route(
             trace.op = Some("jobs");
             crate::jobs::route(app, req, id).await
         }
+        "/v1/ops" => {
+            trace.op = Some("ops");
+            if req.method() != Method::GET && req.method() != Method::HEAD {
+                return Err(not_allowed(&req, "GET"));
+            }
+            Ok(json(StatusCode::OK, &params::ops_listing()))
+        }
+        "/openapi.json" => {
+            trace.op = Some("openapi");
+            if req.method() != Method::GET && req.method() != Method::HEAD {
+                return Err(not_allowed(&req, "GET"));
+            }
+            Ok(json(StatusCode::OK, &openapi::document()))
+        }
         _ => {
             let Some(op_name) = path.strip_prefix("/v1/") else {
                 return Err(ApiError::NotFound(path));
             };
-            let spec =
-                params::find_op(op_name).ok_or_else(|| ApiError::UnknownOp(op_name.to_string()))?;
-            trace.op = Some(spec.name);
-            if req.method() != Method::POST {
-                return Err(not_allowed(&req, "POST"));
-            }
-            let task = params::parse_task(op_name, req.uri().query(), app.cfg.limits)?;
-            let body = read_body(req, app.cfg.max_body, app.cfg.body_timeout).await?;
-            trace.bytes_in = body.len() as u64;
-            if body.is_empty() && !is_test_only(&task) {
-                return Err(ApiError::EmptyBody);
-            }
-            let done = app.pool.run(id, task, body).await?;
-            trace.done = Some((done.slot, done.pid));
-            into_response(done)
+            let label = if op_name == params::PIPELINE {
+                Some(params::PIPELINE)
+            } else {
+                params::find_op(op_name).map(|spec| spec.name)
+            };
+            let Some(label) = label else {
+                drain(req.into_body()).await;
+                return Err(ApiError::UnknownOp(op_name.to_string()));
+            };
+            trace.op = Some(label);
+            image_route(app, req, op_name, id, trace).await
         }
     }
+}
+
+/// `POST /v1/{op}` and `POST /v1/pipeline` (image in the body), and with
+/// `--allow-url-source` also `GET` with `url=`: parse, get the image, run it
+/// on a worker, answer with the image (or the info JSON).
+async fn image_route(
+    app: &App,
+    req: Request<Incoming>,
+    op_name: &str,
+    id: &str,
+    trace: &mut Trace,
+) -> Result<Resp, ApiError> {
+    let sources = &app.cfg.sources;
+    let from_url = req.method() == Method::GET && sources.enabled;
+    if req.method() != Method::POST && !from_url {
+        let allow = if sources.enabled { "GET, POST" } else { "POST" };
+        return Err(not_allowed(&req, allow));
+    }
+    let parsed = params::parse_request(op_name, req.uri().query(), app.cfg.limits).and_then(|p| {
+        match (&p.url, from_url) {
+            (Some(_), false) if !sources.enabled => Err(error::bad(
+                "url",
+                "url= is not accepted: URL sources are off on this server (see --allow-url-source)",
+            )),
+            (Some(_), false) => Err(error::bad(
+                "url",
+                "url= goes with GET; a POST sends the image as its body",
+            )),
+            (None, true) => Err(error::bad("url", "a GET needs url=http://...")),
+            _ => Ok(p),
+        }
+    });
+    let parsed = match parsed {
+        Ok(p) => p,
+        Err(e) => {
+            // Read (a bounded amount of) the image the client is sending, so
+            // it gets to read the 400 instead of a reset.
+            drain(req.into_body()).await;
+            return Err(e);
+        }
+    };
+    let mut task = parsed.task;
+    if parsed.auto_format && accepts_webp(req.headers()) {
+        task.output.format = Some(crate::proto::OutputFormat::Webp);
+    }
+    let body = match &parsed.url {
+        Some(url) => fetch::fetch(sources, url).await?,
+        None => read_body(req, app.cfg.max_body, app.cfg.body_timeout).await?,
+    };
+    trace.bytes_in = body.len() as u64;
+    if body.is_empty() && !is_test_only(&task) {
+        return Err(ApiError::EmptyBody);
+    }
+    let done = app.pool.run(id, task, body).await?;
+    trace.done = Some((done.slot, done.pid));
+    let mut resp = into_response(done)?;
+    if parsed.auto_format {
+        resp.headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("Accept"));
+    }
+    Ok(resp)
+}
+
+/// Whether `Accept` names `image/webp` with a non-zero quality. Wildcards do
+/// not count: browsers that decode WebP list it explicitly, and `*/*` from a
+/// script says nothing about what it can show.
+fn accepts_webp(headers: &hyper::HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|range| {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or("");
+            if !media.eq_ignore_ascii_case("image/webp") {
+                return false;
+            }
+            // q=0 means "not acceptable".
+            !parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            })
+        })
 }
 
 /// Test ops need no image, so their requests may have empty bodies.

@@ -10,7 +10,13 @@ fn sample_request() -> ToWorker {
                 Op::Resize {
                     width: Some(400),
                     height: None,
+                    fit: Fit::Cover,
+                    gravity: Gravity::Smart,
                     enlarge: false,
+                },
+                Op::Rotate {
+                    angle: 30.0,
+                    background: Color::rgba(1, 2, 3, 4),
                 },
                 Op::Blur { sigma: 2.5 },
                 Op::Crop {
@@ -23,6 +29,7 @@ fn sample_request() -> ToWorker {
             output: OutputSpec {
                 format: Some(OutputFormat::Webp),
                 quality: 90,
+                ..OutputSpec::default()
             },
             limits: Limits::default(),
         },

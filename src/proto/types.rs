@@ -7,23 +7,120 @@
 
 use serde::{Deserialize, Serialize};
 
+/// An sRGB colour with alpha, as given by `rrggbb`, `rrggbbaa` or a name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Color {
+    pub r: u8,
+    pub g: u8,
+    pub b: u8,
+    /// 255 is opaque, 0 fully transparent.
+    pub a: u8,
+}
+
+impl Color {
+    pub const WHITE: Color = Color::rgba(255, 255, 255, 255);
+    pub const BLACK: Color = Color::rgba(0, 0, 0, 255);
+    pub const TRANSPARENT: Color = Color::rgba(0, 0, 0, 0);
+
+    pub const fn rgba(r: u8, g: u8, b: u8, a: u8) -> Color {
+        Color { r, g, b, a }
+    }
+
+    /// The four channels scaled to 0.0..=1.0.
+    pub fn unit(self) -> [f32; 4] {
+        [self.r, self.g, self.b, self.a].map(|c| f32::from(c) / 255.0)
+    }
+}
+
+/// How `resize` maps the image onto a `width` x `height` box (as in sharp
+/// and imaginary). Only meaningful when both sides are given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Fit {
+    /// Fit inside the box, keeping the aspect ratio (the default).
+    Contain,
+    /// Fill the box, keeping the aspect ratio, then crop the overflow at
+    /// the `gravity`.
+    Cover,
+    /// Stretch to the box exactly, ignoring the aspect ratio.
+    Fill,
+    /// Like `Contain`, but never enlarge, whatever `enlarge` says.
+    Inside,
+    /// The smallest size that covers the box, keeping the aspect ratio; no crop.
+    Outside,
+}
+
+/// Which part of the image a cover-crop keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Gravity {
+    Centre,
+    North,
+    South,
+    East,
+    West,
+    NorthEast,
+    NorthWest,
+    SouthEast,
+    SouthWest,
+    /// The window with the most detail (highest luma entropy).
+    Smart,
+}
+
 /// One image operation. The front builds these from query parameters (and
-/// validates every field); the worker's engine executes them in order.
+/// validates every field); the worker's engine executes them in order, on
+/// every frame of an animation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Op {
-    /// Scale keeping the aspect ratio. With both sides given the image fits
-    /// inside the `width` x `height` box. Never enlarges unless `enlarge`.
+    /// Scale to the `width` x `height` box as `fit` says. With one side the
+    /// other follows the aspect ratio (every fit then behaves as `Contain`).
+    /// Never enlarges unless `enlarge`.
     Resize {
         width: Option<u32>,
         height: Option<u32>,
+        fit: Fit,
+        gravity: Gravity,
         enlarge: bool,
+    },
+    /// A `width` x `height` cover-crop (resize to fill, crop at `gravity`);
+    /// never enlarges: a small input gives the largest crop of the box's
+    /// aspect ratio instead.
+    Thumbnail {
+        width: u32,
+        height: u32,
+        gravity: Gravity,
     },
     /// Gaussian blur with standard deviation `sigma` (pixels).
     Blur { sigma: f32 },
+    /// Unsharp mask: add `amount` x (image - blur(`sigma`)) where that
+    /// difference exceeds `threshold` (0..=255 scale).
+    Sharpen {
+        sigma: f32,
+        amount: f32,
+        threshold: u8,
+    },
+    /// Replace each `size` x `size` block with its mean colour.
+    Pixelate { size: u32 },
     /// Luma only; alpha is kept.
     Grayscale,
-    /// Clockwise rotation by 90, 180 or 270 degrees.
-    Rotate { angle: u16 },
+    /// Negate the colour channels; alpha is kept.
+    Invert,
+    /// Add `value`% of full scale (-100..=100) to every colour channel.
+    Brightness { value: f32 },
+    /// Scale the distance from mid-grey by `1 + value / 100` (-100..=100).
+    Contrast { value: f32 },
+    /// Rotate hues by `degrees` (luminance kept).
+    Hue { degrees: f32 },
+    /// Multiply the saturation by `factor` (0 = grey, 1 = unchanged).
+    Saturation { factor: f32 },
+    /// The classic sepia tone matrix.
+    Sepia,
+    /// Luma at or above `value` becomes white, the rest black; alpha kept.
+    Threshold { value: u8 },
+    /// Composite onto `color`, removing transparency when it is opaque.
+    Background { color: Color },
+    /// Clockwise rotation by `angle` degrees. Multiples of 90 are exact;
+    /// other angles are bilinear into a canvas grown to hold the whole
+    /// image, the corners filled with `background`.
+    Rotate { angle: f32, background: Color },
     /// Mirror top to bottom.
     Flip,
     /// Mirror left to right.
@@ -36,6 +133,17 @@ pub enum Op {
         width: u32,
         height: u32,
     },
+    /// Add borders of the given widths, filled with `background`.
+    Pad {
+        top: u32,
+        right: u32,
+        bottom: u32,
+        left: u32,
+        background: Color,
+    },
+    /// Cut away borders of the top-left pixel's colour (each channel within
+    /// `threshold`, 0..=255 scale).
+    Trim { threshold: u8 },
     /// No pixel change: decode and encode to the output format.
     Convert,
     /// Describe the image instead of transforming it (reply is [`ImageInfo`]).
@@ -56,16 +164,30 @@ pub enum Op {
 }
 
 impl Op {
-    /// The route name of this op, as used in `/v1/{op}`, logs and metrics.
+    /// The canonical route name of this op, as used in `/v1/{op}`, logs and
+    /// metrics (aliases such as `extract` report their canonical op).
     pub fn name(&self) -> &'static str {
         match self {
             Op::Resize { .. } => "resize",
+            Op::Thumbnail { .. } => "thumbnail",
             Op::Blur { .. } => "blur",
+            Op::Sharpen { .. } => "sharpen",
+            Op::Pixelate { .. } => "pixelate",
             Op::Grayscale => "grayscale",
+            Op::Invert => "invert",
+            Op::Brightness { .. } => "brightness",
+            Op::Contrast { .. } => "contrast",
+            Op::Hue { .. } => "hue",
+            Op::Saturation { .. } => "saturation",
+            Op::Sepia => "sepia",
+            Op::Threshold { .. } => "threshold",
+            Op::Background { .. } => "background",
             Op::Rotate { .. } => "rotate",
             Op::Flip => "flip",
             Op::Flop => "flop",
             Op::Crop { .. } => "crop",
+            Op::Pad { .. } => "pad",
+            Op::Trim { .. } => "trim",
             Op::Convert => "convert",
             Op::Info => "info",
             Op::TestSleep { .. } => "__sleep",
@@ -122,13 +244,32 @@ impl OutputFormat {
     }
 }
 
+/// Deflate effort of PNG output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PngCompression {
+    Fast,
+    Default,
+    Best,
+}
+
 /// How to encode the result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutputSpec {
     /// `None`: the input's family (animated input stays an animated GIF).
+    /// `format=auto` is resolved by the front before dispatch.
     pub format: Option<OutputFormat>,
-    /// JPEG quality, 1..=100.
+    /// JPEG and lossy WebP quality, 1..=100.
     pub quality: u8,
+    /// Progressive JPEG.
+    pub progressive: bool,
+    /// PNG deflate effort.
+    pub compression: PngCompression,
+    /// Most palette entries of a GIF frame, 2..=256.
+    pub colors: u16,
+    /// Lossless WebP instead of lossy.
+    pub lossless: bool,
+    /// Apply the EXIF orientation (on by default); `false` keeps the stored pixels.
+    pub autorotate: bool,
 }
 
 impl Default for OutputSpec {
@@ -136,6 +277,11 @@ impl Default for OutputSpec {
         OutputSpec {
             format: None,
             quality: 80,
+            progressive: false,
+            compression: PngCompression::Fast,
+            colors: 256,
+            lossless: false,
+            autorotate: true,
         }
     }
 }

@@ -263,3 +263,113 @@ pub fn background(image: DynamicImage, color: Color) -> Result<DynamicImage, Eng
         out
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{GrayImage, Luma, Rgb, RgbImage, Rgba, RgbaImage};
+
+    fn rgb(pixels: &[[u8; 3]]) -> DynamicImage {
+        let w = pixels.len() as u32;
+        DynamicImage::ImageRgb8(RgbImage::from_fn(w, 1, |x, _| Rgb(pixels[x as usize])))
+    }
+
+    fn first(img: &DynamicImage) -> [u8; 4] {
+        img.to_rgba8().get_pixel(0, 0).0
+    }
+
+    #[test]
+    fn invert_brightness_contrast() {
+        let img = rgb(&[[10, 100, 250]]);
+        assert_eq!(first(&invert(img.clone()).expect("ok")), [245, 155, 5, 255]);
+        assert_eq!(
+            first(&brightness(img.clone(), 20.0).expect("ok")),
+            [61, 151, 255, 255]
+        );
+        assert_eq!(
+            first(&brightness(img.clone(), -100.0).expect("ok")),
+            [0, 0, 0, 255]
+        );
+        assert_eq!(
+            first(&contrast(img.clone(), -100.0).expect("ok")),
+            [128, 128, 128, 255]
+        );
+        assert_eq!(
+            first(&contrast(img.clone(), 0.0).expect("ok")),
+            [10, 100, 250, 255]
+        );
+        // Grey stays grey (and 16-bit stays 16-bit).
+        let grey = DynamicImage::ImageLuma16(image::ImageBuffer::from_pixel(2, 2, Luma([1000u16])));
+        let out = invert(grey).expect("ok");
+        assert_eq!(out.as_luma16().map(|b| b.get_pixel(0, 0).0), Some([64535]));
+    }
+
+    #[test]
+    fn hue_saturation_sepia() {
+        let img = rgb(&[[200, 40, 40]]);
+        let same = first(&hue(img.clone(), 360.0).expect("ok"));
+        assert!(same
+            .iter()
+            .zip([200, 40, 40, 255])
+            .all(|(a, b)| a.abs_diff(b) <= 1));
+        let turned = first(&hue(img.clone(), 120.0).expect("ok"));
+        assert!(
+            turned[1] > turned[0] && turned[1] > turned[2],
+            "red turns green: {turned:?}"
+        );
+        let grey = first(&saturation(img.clone(), 0.0).expect("ok"));
+        assert!(grey[0].abs_diff(grey[1]) <= 1 && grey[1].abs_diff(grey[2]) <= 1);
+        let s = first(&sepia(rgb(&[[100, 100, 100]])).expect("ok"));
+        assert_eq!(s, [135, 120, 94, 255]);
+        // Sepia turns a grey image into colour.
+        let g = DynamicImage::ImageLuma8(GrayImage::from_pixel(1, 1, Luma([100])));
+        assert!(sepia(g).expect("ok").color().has_color());
+    }
+
+    #[test]
+    fn threshold_and_background() {
+        let img = rgb(&[[127, 127, 127], [128, 128, 128], [255, 0, 0]]);
+        let out = threshold(img, 128).expect("ok").to_rgb8();
+        let px: Vec<[u8; 3]> = out.pixels().map(|p| p.0).collect();
+        assert_eq!(px, vec![[0, 0, 0], [255, 255, 255], [0, 0, 0]]);
+        let rgba = DynamicImage::ImageRgba8(RgbaImage::from_fn(2, 1, |x, _| {
+            if x == 0 {
+                Rgba([255, 0, 0, 0])
+            } else {
+                Rgba([0, 0, 255, 128])
+            }
+        }));
+        let flat = background(rgba.clone(), Color::rgba(0, 255, 0, 255)).expect("ok");
+        assert!(!flat.color().has_alpha());
+        let flat = flat.to_rgb8();
+        assert_eq!(flat.get_pixel(0, 0).0, [0, 255, 0]);
+        assert_eq!(flat.get_pixel(1, 0).0, [0, 127, 128]);
+        // A translucent background keeps alpha.
+        let half = background(rgba, Color::rgba(0, 0, 0, 128)).expect("ok");
+        assert!(half.color().has_alpha());
+    }
+
+    #[test]
+    fn pixelate_blur_sharpen() {
+        let img = DynamicImage::ImageRgb8(RgbImage::from_fn(10, 4, |x, _| {
+            Rgb([if x % 2 == 0 { 0 } else { 200 }, 0, 0])
+        }));
+        let out = pixelate(img.clone(), 4).expect("ok").to_rgb8();
+        assert_eq!(out.get_pixel(0, 0).0, [100, 0, 0]);
+        assert_eq!(out.get_pixel(3, 3).0, [100, 0, 0]);
+        // The 2-pixel block at the right edge: mean of 0 and 200.
+        assert_eq!(out.get_pixel(9, 0).0, [100, 0, 0]);
+        assert!(pixelate(img.clone(), 0).is_err());
+        let soft = blur(&img, 2.0).expect("ok").to_rgb8();
+        assert!(soft.get_pixel(5, 1)[0].abs_diff(100) < 40);
+        assert!(blur(&img, 0.0).is_err());
+        let edge = DynamicImage::ImageLuma8(GrayImage::from_fn(20, 1, |x, _| {
+            Luma([if x < 10 { 100 } else { 150 }])
+        }));
+        let sharp = sharpen(edge.clone(), 1.0, 2.0, 0).expect("ok").to_luma8();
+        assert!(sharp.get_pixel(9, 0)[0] < 100 && sharp.get_pixel(10, 0)[0] > 150);
+        // Above the threshold nothing changes.
+        let same = sharpen(edge.clone(), 1.0, 2.0, 60).expect("ok");
+        assert_eq!(same.to_luma8(), edge.to_luma8());
+    }
+}

@@ -23,13 +23,6 @@ fn upright(path: &str, w: u32, h: u32) -> (u32, u32) {
     }
 }
 
-fn total_restarts(s: &Server) -> u64 {
-    s.readyz()["slots"]
-        .as_array()
-        .map(|a| a.iter().map(|x| x["restarts"].as_u64().unwrap_or(0)).sum())
-        .unwrap_or(0)
-}
-
 #[test]
 fn every_valid_file_resizes_and_describes() {
     let s = Server::start(&[]);
@@ -76,7 +69,7 @@ fn every_valid_file_resizes_and_describes() {
         checked += 1;
     }
     assert!(checked >= 40, "only {checked} valid files found");
-    assert_eq!(total_restarts(&s), 0, "no worker died on valid input");
+    assert_eq!(s.total_restarts(), 0, "no worker died on valid input");
     assert!(s.stop().success());
 }
 
@@ -128,6 +121,6 @@ fn every_invalid_file_is_a_clean_4xx() {
         checked += 1;
     }
     assert!(checked >= 60, "only {checked} invalid files found");
-    assert_eq!(total_restarts(&s), 0, "no worker died on invalid input");
+    assert_eq!(s.total_restarts(), 0, "no worker died on invalid input");
     assert!(s.stop().success());
 }

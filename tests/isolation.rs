@@ -126,14 +126,7 @@ fn panic_abort_and_segfault_cost_one_request_each() {
             .to_string();
         assert!(msg.contains(detail), "{op}: {msg}");
         // The slot is refilled and the service keeps working.
-        wait_for("a fresh worker", Duration::from_secs(3), || {
-            let now = s.slots();
-            (now.iter().all(|(_, p, st)| st == "ready" && p.is_some())
-                && now
-                    .iter()
-                    .any(|(_, p, _)| !before.contains(&p.unwrap_or(0))))
-            .then_some(())
-        });
+        s.wait_new_worker(&before);
         for _ in 0..4 {
             assert_eq!(
                 s.post("/v1/resize?width=50", &good).status,
@@ -142,10 +135,7 @@ fn panic_abort_and_segfault_cost_one_request_each() {
             );
         }
     }
-    let restarts: u64 = s.readyz()["slots"]
-        .as_array()
-        .map(|a| a.iter().map(|x| x["restarts"].as_u64().unwrap_or(0)).sum())
-        .unwrap_or(0);
+    let restarts = s.total_restarts();
     assert_eq!(restarts, 3);
     assert!(s.zombie_children().is_empty());
     assert!(s.stop().success());
@@ -233,12 +223,7 @@ fn sigterm_drains_requests_in_flight() {
     let handles: Vec<_> = (0..2)
         .map(|_| {
             let url = s.url("/v1/__sleep?ms=1500");
-            thread::spawn(move || {
-                common::agent()
-                    .post(&url)
-                    .send(&[][..])
-                    .map(|r| r.status().as_u16())
-            })
+            common::post_in_thread(url)
         })
         .collect();
     wait_for("both workers busy", Duration::from_secs(5), || {
@@ -268,14 +253,7 @@ fn the_sandbox_kills_a_worker_that_opens_a_file_or_a_socket() {
             msg.contains("SIGSYS"),
             "{op}: killed by the kernel's seccomp: {msg}"
         );
-        wait_for("the worker replaced", Duration::from_secs(3), || {
-            let now = s.slots();
-            (now.iter().all(|(_, p, st)| st == "ready" && p.is_some())
-                && now
-                    .iter()
-                    .any(|(_, p, _)| !before.contains(&p.unwrap_or(0))))
-            .then_some(())
-        });
+        s.wait_new_worker(&before);
         assert_eq!(s.post("/v1/resize?width=1", &good).status, 200);
     }
     // Started as root, workers run as an unprivileged user.

@@ -147,12 +147,7 @@ fn sigterm_finishes_ten_slow_requests() {
     let handles: Vec<_> = (0..10)
         .map(|_| {
             let url = s.url("/v1/__sleep?ms=400");
-            thread::spawn(move || {
-                common::agent()
-                    .post(&url)
-                    .send(&[][..])
-                    .map(|r| r.status().as_u16())
-            })
+            common::post_in_thread(url)
         })
         .collect();
     // All 10 accepted: 2 running, 8 queued.

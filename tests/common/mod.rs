@@ -105,6 +105,16 @@ impl Resp {
     }
 }
 
+/// POSTs an empty body to `url` on a thread of its own; joins to the status.
+pub fn post_in_thread(url: String) -> std::thread::JoinHandle<Result<u16, ureq::Error>> {
+    std::thread::spawn(move || {
+        agent()
+            .post(&url)
+            .send(&[][..])
+            .map(|r| r.status().as_u16())
+    })
+}
+
 pub fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -310,6 +320,27 @@ impl Server {
                     .all(|(_, pid, st)| st == "ready" && pid.is_some()))
             .then_some(())
         });
+    }
+
+    /// Waits until every slot is ready and at least one runs a worker that
+    /// is not in `before` (a crashed or killed worker was replaced).
+    pub fn wait_new_worker(&self, before: &[u32]) {
+        wait_for("a fresh worker", Duration::from_secs(3), || {
+            let now = self.slots();
+            (now.iter().all(|(_, p, st)| st == "ready" && p.is_some())
+                && now
+                    .iter()
+                    .any(|(_, p, _)| !before.contains(&p.unwrap_or(0))))
+            .then_some(())
+        });
+    }
+
+    /// Restarts summed over all slots, from `/readyz`.
+    pub fn total_restarts(&self) -> u64 {
+        self.readyz()["slots"]
+            .as_array()
+            .map(|a| a.iter().map(|x| x["restarts"].as_u64().unwrap_or(0)).sum())
+            .unwrap_or(0)
     }
 
     pub fn worker_pids(&self) -> Vec<u32> {

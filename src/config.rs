@@ -170,16 +170,22 @@ pub struct MasterArgs {
     #[arg(long, env = "PIXFORK_ALLOWED_SOURCE_HOSTS", value_delimiter = ',')]
     pub allowed_source_hosts: Vec<String>,
 
-    /// Let URL sources reach loopback, private, link-local and other
-    /// non-public addresses (refused by default).
+    /// Let URL sources and job callbacks reach loopback, private,
+    /// link-local and other non-public addresses (refused by default).
     #[arg(long, env = "PIXFORK_ALLOW_PRIVATE_SOURCES")]
     pub allow_private_sources: bool,
 
-    /// Non-public networks URL sources may reach anyway, comma-separated
-    /// CIDRs (`10.1.0.0/16`, `127.0.0.1/32`); every other private address
-    /// stays refused, redirects included.
+    /// Non-public networks URL sources and job callbacks may reach anyway,
+    /// comma-separated CIDRs (`10.1.0.0/16`, `127.0.0.1/32`); every other
+    /// private address stays refused, redirects included.
     #[arg(long, env = "PIXFORK_ALLOWED_PRIVATE_NETWORKS", value_delimiter = ',', value_parser = crate::front::fetch::Network::parse)]
     pub allowed_private_networks: Vec<crate::front::fetch::Network>,
+
+    /// Hosts a background job's `callback_url` may name, comma-separated
+    /// (`hooks.example.com`, or `*.example.com`) [default: any host whose
+    /// addresses are public, or inside --allowed-private-networks].
+    #[arg(long, env = "PIXFORK_ALLOWED_CALLBACK_HOSTS", value_delimiter = ',')]
+    pub allowed_callback_hosts: Vec<String>,
 
     /// Longest time a URL source may take: resolving, connecting, redirects and body.
     #[arg(long, env = "PIXFORK_SOURCE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]

@@ -130,6 +130,27 @@ pub async fn run(args: MasterArgs, listener: TcpListener) -> Result<(), MasterEr
         metrics.clone(),
     )
     .await?;
+    let guard = |enabled: bool, hosts: &[String], max_redirects: u32| front::fetch::SourceConfig {
+        enabled,
+        allowed_hosts: hosts
+            .iter()
+            .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .collect(),
+        allow_private: args.allow_private_sources,
+        private_networks: args.allowed_private_networks.clone(),
+        timeout: args.source_timeout,
+        max_redirects,
+        max_bytes: args.max_body,
+    };
+    let sources = guard(
+        args.allow_url_source,
+        &args.allowed_source_hosts,
+        args.source_max_redirects,
+    );
+    // Callbacks are always on (they reach only public addresses, or the
+    // listed private networks) and never follow redirects.
+    let callbacks = guard(true, &args.allowed_callback_hosts, 0);
     let jobs = match Jobs::start(
         JobsConfig {
             state_dir: args.state_dir.clone(),
@@ -139,8 +160,10 @@ pub async fn run(args: MasterArgs, listener: TcpListener) -> Result<(), MasterEr
             claim_timeout: args.job_claim_timeout,
             job_slots: args.job_slot_count(),
             limits: args.limits(),
+            callbacks,
         },
         pool.clone(),
+        metrics.clone(),
     )
     .await
     {
@@ -161,20 +184,7 @@ pub async fn run(args: MasterArgs, listener: TcpListener) -> Result<(), MasterEr
             limits: args.limits(),
             header_timeout: args.header_timeout,
             body_timeout: args.body_timeout,
-            sources: front::fetch::SourceConfig {
-                enabled: args.allow_url_source,
-                allowed_hosts: args
-                    .allowed_source_hosts
-                    .iter()
-                    .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
-                    .filter(|h| !h.is_empty())
-                    .collect(),
-                allow_private: args.allow_private_sources,
-                private_networks: args.allowed_private_networks.clone(),
-                timeout: args.source_timeout,
-                max_redirects: args.source_max_redirects,
-                max_bytes: args.max_body,
-            },
+            sources,
         },
         jobs: jobs.clone(),
         metrics,

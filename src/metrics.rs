@@ -37,6 +37,11 @@ pub struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabels {
     pub version: &'static str,
 }
@@ -84,6 +89,9 @@ pub struct Metrics {
     pub worker_deaths: Family<ReasonLabels, Counter>,
     pub jobs: Family<StateLabels, Gauge>,
     pub jobs_oldest_queued_age: Gauge<f64, AtomicU64>,
+    /// Job callbacks by how they ended: `delivered`, `failed` (after every
+    /// retry), `refused` (the address guard said no).
+    pub job_callbacks: Family<ResultLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -108,6 +116,7 @@ impl Metrics {
         let worker_deaths = Family::<ReasonLabels, Counter>::default();
         let jobs = Family::<StateLabels, Gauge>::default();
         let jobs_oldest_queued_age = Gauge::<f64, AtomicU64>::default();
+        let job_callbacks = Family::<ResultLabels, Counter>::default();
         let build = Family::<VersionLabels, Gauge>::default();
         build
             .get_or_create(&VersionLabels {
@@ -157,6 +166,11 @@ impl Metrics {
             "Age of the oldest queued background job",
             jobs_oldest_queued_age.clone(),
         );
+        registry.register(
+            "job_callbacks",
+            "Job callbacks by result (delivered, failed, refused)",
+            job_callbacks.clone(),
+        );
         registry.register("build_info", "Build version", build);
         Arc::new(Metrics {
             registry,
@@ -170,6 +184,7 @@ impl Metrics {
             worker_deaths,
             jobs,
             jobs_oldest_queued_age,
+            job_callbacks,
         })
     }
 

@@ -527,3 +527,188 @@ fn sigterm_finishes_running_jobs_and_keeps_queued_ones() {
     }
     assert!(s2.stop().success());
 }
+
+/// A webhook receiver on loopback: records every POST (path, content type,
+/// JSON body) and answers 200, except that `/flaky` answers 503 to its
+/// first request.
+struct Receiver {
+    addr: std::net::SocketAddr,
+    got: std::sync::Arc<std::sync::Mutex<Vec<(String, String, Value)>>>,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind receiver");
+        let addr = listener.local_addr().expect("addr");
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = got.clone();
+        std::thread::spawn(move || {
+            let mut flaky_seen = false;
+            for mut stream in listener.incoming().flatten() {
+                let Ok(clone) = stream.try_clone() else {
+                    continue;
+                };
+                let mut reader = BufReader::new(clone);
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                let (mut len, mut ctype) = (0usize, String::new());
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                    let lower = h.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                    if let Some(v) = lower.strip_prefix("content-type:") {
+                        ctype = v.trim().to_string();
+                    }
+                }
+                let mut body = vec![0u8; len.min(1 << 20)];
+                if reader.read_exact(&mut body).is_err() {
+                    continue;
+                }
+                let answer: &[u8] = if path == "/flaky" && !flaky_seen {
+                    flaky_seen = true;
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                } else {
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                };
+                let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                if let Ok(mut g) = sink.lock() {
+                    g.push((path, ctype, json));
+                }
+                let _ = stream.write_all(answer);
+            }
+        });
+        Receiver { addr, got }
+    }
+
+    fn url(&self, path: &str) -> String {
+        let url = format!("http://{}{path}", self.addr);
+        form_urlencoded::byte_serialize(url.as_bytes()).collect()
+    }
+
+    fn received(&self) -> Vec<(String, String, Value)> {
+        self.got.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+}
+
+/// The value of one Prometheus sample, 0 when it is not there yet.
+fn metric(s: &Server, sample: &str) -> f64 {
+    let text = String::from_utf8_lossy(&s.get("/metrics").body).to_string();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(sample)
+                .map(|v| v.trim().parse().unwrap_or(0.0))
+        })
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn callbacks_post_the_final_status_and_pass_the_address_guard() {
+    let hook = Receiver::start();
+    let s = Server::start(&["--allowed-private-networks", "127.0.0.1/32"]);
+    let img = corpus_file(CAT);
+
+    // Refused before anything is stored, naming callback_url.
+    for (q, why) in [
+        ("callback_url=https%3A%2F%2Fexample.com%2Fh", "https"),
+        ("callback_url=http%3A%2F%2F10.0.0.1%2Fh", "private"),
+        (
+            "callback_url=http%3A%2F%2Fu%3Ap%40example.com%2Fh",
+            "credentials",
+        ),
+        ("callback_url=not-a-url", "not a url"),
+        (
+            "callback_url=http%3A%2F%2Fa%2F&callback_url=http%3A%2F%2Fb%2F",
+            "twice",
+        ),
+    ] {
+        let r = s.post(&format!("/v1/jobs/resize?width=32&{q}"), &img);
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (400, "bad_parameter"),
+            "{why}"
+        );
+        assert_eq!(r.json()["error"]["param"], "callback_url", "{why}");
+    }
+    let r = s.post(
+        &format!("/v1/resize?width=32&callback_url={}", hook.url("/h")),
+        &img,
+    );
+    assert_eq!((r.status, r.error_code().as_str()), (400, "bad_parameter"));
+    assert_eq!(r.json()["error"]["param"], "callback_url");
+    assert_eq!(stats(&s)["queued"], 0);
+
+    let done = submit(
+        &s,
+        &format!("resize?width=32&callback_url={}", hook.url("/done")),
+        &img,
+    );
+    let failed = submit(
+        &s,
+        &format!("resize?width=32&callback_url={}", hook.url("/failed")),
+        b"not an image",
+    );
+    let flaky = submit(
+        &s,
+        &format!("pipeline?ops=grayscale&callback_url={}", hook.url("/flaky")),
+        &img,
+    );
+    let got = wait_for("three callbacks delivered", Duration::from_secs(30), || {
+        let got = hook.received();
+        (got.iter().filter(|(p, _, _)| p != "/flaky").count() == 2
+            && got.iter().filter(|(p, _, _)| p == "/flaky").count() == 2)
+            .then_some(got)
+    });
+    for (path, ctype, body) in &got {
+        assert_eq!(ctype, "application/json", "{path}");
+        let id = body["id"].as_str().expect("id in the callback");
+        // Exactly what a poll answers.
+        assert_eq!(body, &status(&s, id), "{path}");
+        let (want_id, want_status) = match path.as_str() {
+            "/done" => (&done, "done"),
+            "/failed" => (&failed, "failed"),
+            _ => (&flaky, "done"),
+        };
+        assert_eq!(
+            (id, body["status"].as_str()),
+            (want_id.as_str(), Some(want_status))
+        );
+    }
+    let failed_body = &got
+        .iter()
+        .find(|(p, _, _)| p == "/failed")
+        .expect("failed")
+        .2;
+    assert_eq!(failed_body["error"]["code"], "unsupported_format");
+    wait_for("callback metric", Duration::from_secs(5), || {
+        (metric(&s, "pixfork_job_callbacks_total{result=\"delivered\"}") == 3.0).then_some(())
+    });
+    assert!(s.stop().success());
+
+    // Without the private network allowed, a name that resolves to
+    // loopback passes submission but is refused when the callback is sent.
+    let strict = Server::start(&[]);
+    let before = hook.received().len();
+    let url = format!("http://localhost:{}/sneaky", hook.addr.port());
+    let q: String = form_urlencoded::byte_serialize(url.as_bytes()).collect();
+    let id = submit(&strict, &format!("resize?width=32&callback_url={q}"), &img);
+    wait_finished(&strict, std::slice::from_ref(&id), Duration::from_secs(30));
+    wait_for("callback refused", Duration::from_secs(10), || {
+        (metric(&strict, "pixfork_job_callbacks_total{result=\"refused\"}") == 1.0).then_some(())
+    });
+    assert_eq!(
+        hook.received().len(),
+        before,
+        "nothing reached the receiver"
+    );
+    assert!(strict.logs().contains("job callback not delivered"));
+    assert!(strict.stop().success());
+}

@@ -1,7 +1,9 @@
-//! URL sources: `GET /v1/{op}?url=http://...` fetches the image itself.
+//! Outgoing HTTP chosen by clients: URL sources (`GET /v1/{op}?url=http://...`
+//! fetches the image itself) and job callbacks (`callback_url=`, POSTed the
+//! job's status when it ends).
 //!
-//! Fetching on a client's behalf makes the service a proxy into whatever
-//! network it sits in (SSRF), so every hop is guarded:
+//! Both make the service a client into whatever network it sits in (SSRF),
+//! so every hop is guarded:
 //!
 //! - off unless `--allow-url-source`; `http://` only (no TLS stack is
 //!   compiled in); no credentials in the URL;
@@ -23,9 +25,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::header::{self, HeaderValue};
-use hyper::{Request, StatusCode, Uri};
+use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -367,10 +369,12 @@ fn redirect_target(base: &Uri, location: &str) -> Result<Uri, FetchError> {
         .map_err(|_| bad())
 }
 
-/// One GET over a fresh connection to the checked address.
-async fn get_once(
+/// One request over a fresh connection to the checked address: a GET for
+/// an image (`body` `None`), or a JSON POST for a job callback.
+async fn send_once(
     addr: SocketAddr,
     target: &Target,
+    body: Option<Bytes>,
 ) -> Result<hyper::Response<hyper::body::Incoming>, FetchError> {
     let stream = TcpStream::connect(addr)
         .await
@@ -383,20 +387,29 @@ async fn get_once(
         })?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
-            tracing::debug!("source connection ended: {e}");
+            tracing::debug!("outgoing connection ended: {e}");
         }
     });
     let host = HeaderValue::from_str(&target.host_header)
         .map_err(|_| FetchError::BadUrl("url has an invalid host".into()))?;
-    let req = Request::get(target.path.as_str())
+    let builder = Request::builder()
+        .uri(target.path.as_str())
         .header(header::HOST, host)
         .header(
             header::USER_AGENT,
             concat!("pixfork/", env!("CARGO_PKG_VERSION")),
-        )
-        .header(header::ACCEPT, "image/*")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| FetchError::BadUrl(format!("url cannot be requested: {e}")))?;
+        );
+    let req = match body {
+        None => builder
+            .method(Method::GET)
+            .header(header::ACCEPT, "image/*")
+            .body(Full::new(Bytes::new())),
+        Some(json) => builder
+            .method(Method::POST)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(json)),
+    }
+    .map_err(|e| FetchError::BadUrl(format!("url cannot be requested: {e}")))?;
     sender
         .send_request(req)
         .await
@@ -448,12 +461,60 @@ pub async fn fetch(cfg: &SourceConfig, url: &str) -> Result<Bytes, FetchError> {
     }
 }
 
+/// Most of a callback receiver's answer that is read (and dropped).
+const CALLBACK_ANSWER_CAP: u64 = 64 * 1024;
+
+/// Checks a job's `callback_url` when the job is submitted, so a URL that
+/// can never be delivered to is a 400 now rather than a silent loss later:
+/// the same URL rules as sources, and a literal IP address must pass the
+/// address guard. (A name is resolved, and checked, when the callback is
+/// sent: its addresses may change meanwhile.)
+pub fn check_callback_url(cfg: &SourceConfig, url: &str) -> Result<(), FetchError> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|_| FetchError::BadUrl(format!("not a valid address: {url:?}")))?;
+    let target = target_of(cfg, &uri)?;
+    if let Ok(ip) = target.host.parse::<IpAddr>() {
+        address_allowed(cfg, ip).map_err(FetchError::Forbidden)?;
+    }
+    Ok(())
+}
+
+/// POSTs `json` to `url` (a job callback) under the guard of the module
+/// docs: the host list of `cfg`, every resolved address checked, one
+/// deadline. Redirects are not followed (a POST that moved is the
+/// receiver's mistake, and following it would re-send the body elsewhere).
+/// Returns the receiver's status.
+pub async fn post_json(
+    cfg: &SourceConfig,
+    url: &str,
+    json: Bytes,
+) -> Result<StatusCode, FetchError> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|_| FetchError::BadUrl(format!("not a valid address: {url:?}")))?;
+    let send = async {
+        let target = target_of(cfg, &uri)?;
+        let addr = resolve(cfg, &target).await?;
+        let resp = send_once(addr, &target, Some(json)).await?;
+        let status = resp.status();
+        // Read the answer (bounded) so the exchange ends cleanly; what it
+        // says does not matter.
+        let _ = read_capped(resp, CALLBACK_ANSWER_CAP).await;
+        Ok(status)
+    };
+    match tokio::time::timeout(cfg.timeout, send).await {
+        Ok(result) => result,
+        Err(_) => Err(FetchError::Timeout(cfg.timeout)),
+    }
+}
+
 async fn follow(cfg: &SourceConfig, mut uri: Uri) -> Result<Bytes, FetchError> {
     let mut redirects = 0u32;
     loop {
         let target = target_of(cfg, &uri)?;
         let addr = resolve(cfg, &target).await?;
-        let resp = get_once(addr, &target).await?;
+        let resp = send_once(addr, &target, None).await?;
         let status = resp.status();
         if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
             let location = resp

@@ -232,6 +232,7 @@ async fn image_route(
                 "url= goes with GET; a POST sends the image as its body",
             )),
             (None, true) => Err(error::bad("url", "a GET needs url=http://...")),
+            _ if p.callback_url.is_some() => Err(params::callback_not_here()),
             _ => Ok(p),
         }
     });

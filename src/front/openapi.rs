@@ -255,7 +255,12 @@ pub fn document() -> Json {
         json!({"post": {
             "operationId": "submit_job",
             "summary": "run an operation in the background; query parameters as for /v1/{op}",
-            "parameters": [{"name": "op", "in": "path", "required": true, "schema": {"type": "string", "enum": op_names}}],
+            "parameters": [
+                {"name": "op", "in": "path", "required": true, "schema": {"type": "string", "enum": op_names}},
+                {"name": "callback_url", "in": "query", "required": false,
+                 "description": "http:// URL POSTed the job's status JSON when it ends (public addresses only, unless the operator allows private networks)",
+                 "schema": {"type": "string", "format": "uri"}},
+            ],
             "requestBody": image_body(),
             "responses": accepted,
         }}),

@@ -904,6 +904,9 @@ pub struct Parsed {
     pub auto_format: bool,
     /// `url=`: fetch the image from there instead of reading the body.
     pub url: Option<String>,
+    /// `callback_url=`: where a background job POSTs its status when it
+    /// ends. Only the job routes accept it.
+    pub callback_url: Option<String>,
 }
 
 /// Parses `/v1/{op}?{query}` (or `/v1/pipeline?ops=...`) into a task
@@ -924,9 +927,11 @@ pub fn parse_request(
     let mut values = HashMap::new();
     let mut ops_raw: Option<String> = None;
     let mut url: Option<String> = None;
+    let mut callback_url: Option<String> = None;
     for (key, raw) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         let special = match key.as_ref() {
             "url" => Some(&mut url),
+            CALLBACK_PARAM => Some(&mut callback_url),
             "ops" if pipeline => Some(&mut ops_raw),
             _ => None,
         };
@@ -971,12 +976,21 @@ pub fn parse_request(
         },
         auto_format,
         url,
+        callback_url,
     })
 }
 
-/// [`parse_request`] for callers that have no `Accept` header and no URL
-/// support (background jobs): `format=auto` means the default format.
-pub fn parse_task(op_name: &str, query: Option<&str>, limits: Limits) -> Result<Task, ApiError> {
+/// The query parameter of a job's webhook.
+pub const CALLBACK_PARAM: &str = "callback_url";
+
+/// [`parse_request`] for background jobs, which have no `Accept` header and
+/// no URL sources (`format=auto` means the default format). Returns the
+/// task and the job's `callback_url`, if any.
+pub fn parse_job(
+    op_name: &str,
+    query: Option<&str>,
+    limits: Limits,
+) -> Result<(Task, Option<String>), ApiError> {
     let parsed = parse_request(op_name, query, limits)?;
     if parsed.url.is_some() {
         return Err(bad(
@@ -984,7 +998,24 @@ pub fn parse_task(op_name: &str, query: Option<&str>, limits: Limits) -> Result<
             "url= is not supported here; send the image as the body",
         ));
     }
-    Ok(parsed.task)
+    Ok((parsed.task, parsed.callback_url))
+}
+
+/// [`parse_job`] for callers that run the task in place (the in-process
+/// benchmark), where a callback means nothing and is refused.
+pub fn parse_task(op_name: &str, query: Option<&str>, limits: Limits) -> Result<Task, ApiError> {
+    match parse_job(op_name, query, limits)? {
+        (task, None) => Ok(task),
+        (_, Some(_)) => Err(callback_not_here()),
+    }
+}
+
+/// The error for `callback_url` outside the job routes.
+pub fn callback_not_here() -> ApiError {
+    bad(
+        CALLBACK_PARAM,
+        "callback_url goes with background jobs (POST /v1/jobs/{op}); a synchronous request answers directly",
+    )
 }
 
 /// The op's own values (required ones checked), without output parameters.

@@ -8,6 +8,9 @@
 //! | `DELETE /v1/jobs/{id}` | 204: cancel a queued job or remove a finished one; 409 running |
 //! | `GET /v1/jobs` | counts by status ([`JobStats`](super::JobStats)) |
 //!
+//! A submission may name `callback_url=http://...`: the status JSON is
+//! POSTed there when the job ends (see `callback`).
+//!
 //! Unknown ids are 404 `job_not_found`; ids whose job expired after
 //! `--job-ttl` are 410 `job_expired` (for a day, then 404).
 
@@ -120,7 +123,15 @@ async fn submit(
 ) -> Result<Resp, ApiError> {
     let query = req.uri().query().unwrap_or("").to_string();
     // Validated exactly as the sync route, before anything is stored.
-    let task = crate::front::params::parse_task(op, Some(&query), inner.cfg.limits)?;
+    let (task, callback) = crate::front::params::parse_job(op, Some(&query), inner.cfg.limits)?;
+    if let Some(url) = &callback {
+        crate::front::fetch::check_callback_url(&inner.cfg.callbacks, url).map_err(|e| {
+            crate::front::error::bad(
+                crate::front::params::CALLBACK_PARAM,
+                format!("callback_url cannot be used: {e}"),
+            )
+        })?;
+    }
     // The pool's payload cap is the larger of --max-body and
     // --max-job-bytes (see master.rs), so any stored input reaches a worker.
     let limit = inner.cfg.max_job_bytes;
@@ -160,7 +171,7 @@ async fn submit(
     Ok(resp)
 }
 
-fn status_json(rec: &JobRecord) -> serde_json::Value {
+pub(super) fn status_json(rec: &JobRecord) -> serde_json::Value {
     let mut v = json!({
         "id": rec.id,
         "op": rec.op,

@@ -11,6 +11,7 @@
 //! - `runner`: claims jobs while one of `--job-slots` permits is free, runs
 //!   them with [`Pool::run`], writes their end; and the TTL sweeper.
 //! - `http`: the routes.
+//! - `callback`: the POST to a job's `callback_url` when it ends.
 //!
 //! # Guarantees
 //!
@@ -24,6 +25,7 @@
 //!   crash of the whole instance) is retried once; the second such attempt
 //!   fails it with `job_poison`.
 
+mod callback;
 mod http;
 pub mod model;
 mod runner;
@@ -39,7 +41,9 @@ use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::front::error::ApiError;
+use crate::front::fetch::SourceConfig;
 use crate::front::{App, Resp};
+use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::proto::Limits;
 
@@ -60,6 +64,9 @@ pub struct JobsConfig {
     pub claim_timeout: std::time::Duration,
     pub job_slots: usize,
     pub limits: Limits,
+    /// The guard for `callback_url` (the source guard's address rules, with
+    /// `--allowed-callback-hosts` as its host list).
+    pub callbacks: SourceConfig,
 }
 
 /// Why the job system could not start. Each one stops the master with a
@@ -92,6 +99,7 @@ struct Inner {
     store: Store,
     cfg: JobsConfig,
     pool: Pool,
+    metrics: Arc<Metrics>,
     /// Names this process in job records and, with Redis, is its consumer
     /// name in the group.
     instance: String,
@@ -115,13 +123,18 @@ pub struct Jobs {
 impl Jobs {
     /// Opens the store (recovering jobs an unclean stop left running) and
     /// starts the runner and the sweeper.
-    pub async fn start(cfg: JobsConfig, pool: Pool) -> Result<Jobs, JobsError> {
+    pub async fn start(
+        cfg: JobsConfig,
+        pool: Pool,
+        metrics: Arc<Metrics>,
+    ) -> Result<Jobs, JobsError> {
         let instance = instance_name();
         let (store, recovered) = Store::open(&cfg, &instance).await?;
         let slots = cfg.job_slots.max(1);
         let inner = Arc::new(Inner {
             store,
             pool,
+            metrics,
             instance,
             wake: Notify::new(),
             slots: Arc::new(Semaphore::new(slots)),

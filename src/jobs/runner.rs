@@ -105,6 +105,9 @@ async fn run_job(inner: Arc<Inner>, job: Claimed, _permit: OwnedSemaphorePermit)
         let written = commit(&inner, &job, &step).await;
         match (&step, written) {
             (Step::Finish(end), Some(true)) => {
+                if let Some(url) = super::callback::url_in(&job.query) {
+                    super::callback::spawn(inner.clone(), job.id.clone(), url);
+                }
                 let code = match end {
                     Finished::Failed(e) => Some(e.code.as_str()),
                     Finished::Done { .. } => None,
@@ -173,8 +176,8 @@ async fn commit(inner: &Inner, job: &Claimed, step: &Step) -> Option<bool> {
 async fn attempt(inner: &Inner, job: &Claimed) -> Step {
     // Parsed again from the stored query: the same validation as at
     // submission, under the limits this instance runs with.
-    let task = match crate::front::params::parse_task(&job.op, Some(&job.query), inner.cfg.limits) {
-        Ok(t) => t,
+    let task = match crate::front::params::parse_job(&job.op, Some(&job.query), inner.cfg.limits) {
+        Ok((t, _callback)) => t,
         Err(e) => return Step::Finish(Finished::Failed(job_error(&e))),
     };
     let mut abandon = inner.abandon.subscribe();

@@ -13,15 +13,10 @@ fi
 # System tools the tests drive for real: systemd-socket-activate and
 # systemd-analyze (package systemd); redis-server for the shared job store
 # (tests/jobs_redis.rs starts its own); chattr (e2fsprogs) to make the job
-# database refuse writes at runtime.
-missing=()
-command -v systemd-socket-activate >/dev/null 2>&1 || missing+=(systemd)
-command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
-command -v chattr >/dev/null 2>&1 || missing+=(e2fsprogs)
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing: ${missing[*]}" >&2
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+# database refuse writes at runtime; nasm so libjpeg-turbo is built with
+# its SIMD kernels, as in production (see scripts/serve.sh).
+source scripts/need.sh
+need systemd-socket-activate systemd redis-server redis-server chattr e2fsprogs nasm nasm
 
 # The crash-isolation tests need the test-only ops; they are never part of
 # a release build.

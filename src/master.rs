@@ -120,6 +120,7 @@ pub async fn run(args: MasterArgs, listener: TcpListener) -> Result<(), MasterEr
             // Workers take sync bodies and job inputs alike.
             max_payload: args.max_body.max(args.max_job_bytes),
             worker_nice: args.worker_nice,
+            worker_sched: args.worker_sched,
             pin_workers: args.pin_workers,
             worker_memory_limit: args.worker_memory_limit,
             max_requests: args.max_requests,

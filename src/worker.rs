@@ -101,8 +101,8 @@ pub enum WorkerError {
     },
 }
 
-/// Applies the per-worker tuning the master passed: niceness, CPU pinning
-/// and the address-space limit. Done before the hello, so a setting the
+/// Applies the per-worker tuning the master passed: niceness, scheduling
+/// policy, CPU pinning and the address-space limit. Done before the hello, so a setting the
 /// kernel refuses is a boot error the master reports.
 fn apply_tuning(args: &WorkerArgs) -> Result<(), WorkerError> {
     if args.nice != 0 {
@@ -111,6 +111,24 @@ fn apply_tuning(args: &WorkerArgs) -> Result<(), WorkerError> {
         if rc == -1 {
             return Err(WorkerError::Setup {
                 what: "--nice",
+                source: nix::Error::last(),
+            });
+        }
+    }
+    let policy = match args.sched {
+        crate::config::WorkerSched::Other => None,
+        crate::config::WorkerSched::Batch => Some(nix::libc::SCHED_BATCH),
+        crate::config::WorkerSched::Idle => Some(nix::libc::SCHED_IDLE),
+    };
+    if let Some(policy) = policy {
+        let param = nix::libc::sched_param { sched_priority: 0 };
+        // SAFETY: sched_setscheduler(2) on our own process (pid 0) with a
+        // valid, initialised sched_param that outlives the call; batch and
+        // idle take priority 0 and need no privilege.
+        let rc = unsafe { nix::libc::sched_setscheduler(0, policy, &param) };
+        if rc == -1 {
+            return Err(WorkerError::Setup {
+                what: "--sched",
                 source: nix::Error::last(),
             });
         }
@@ -158,11 +176,35 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
+/// Largest amount of freed heap a worker keeps for its next request.
+const KEEP_FREED: i32 = 256 << 20;
+
+/// Lets glibc's allocator keep freed memory for the next request instead
+/// of handing it back to the kernel at once. A request allocates a few
+/// large buffers (decoded pixels, resize and encode buffers); by default
+/// each one above 128 KiB is a fresh mmap whose pages the kernel faults in
+/// and zeroes again, which was 6 % of a blur request's time in a profile.
+/// A worker then holds on to about its largest request's memory, which
+/// `--worker-memory-limit` bounds and `--max-requests` recycling returns.
+/// Public so the in-process benchmark runs under the same allocator.
+pub fn keep_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt(3) only sets tunables of glibc's allocator; it is
+    // called before this process starts any thread, and both values are in
+    // the documented ranges (the mmap threshold's maximum is 32 MiB on
+    // 64-bit targets).
+    unsafe {
+        nix::libc::mallopt(nix::libc::M_MMAP_THRESHOLD, 32 << 20);
+        nix::libc::mallopt(nix::libc::M_TRIM_THRESHOLD, KEEP_FREED);
+    }
+}
+
 /// Runs the worker until the master closes the socket (`Ok`) or something
 /// breaks (`Err`; the binary exits non-zero and the master respawns the slot).
 pub fn serve(args: &WorkerArgs) -> Result<(), WorkerError> {
     die_with_parent(args.parent_pid)?;
     apply_tuning(args)?;
+    keep_freed_memory();
     let fd: RawFd = args.fd;
     // SAFETY: the master passes the child end of a socketpair as `fd`
     // (dup2'd to this number just before exec, CLOEXEC cleared only there);

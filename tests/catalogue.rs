@@ -216,9 +216,24 @@ fn check_still(s: &Server, input: &[u8], label: &str) {
         let out = run(&q, input);
         assert_eq!(out.dimensions(), dims, "{label} {q}");
     }
-    // The server decodes like this test does.
+    // The server decodes like this test does: exactly for lossless inputs;
+    // for JPEG within a few levels, since the standard leaves IDCT rounding
+    // and chroma upsampling to the decoder (the server's libjpeg-turbo and
+    // this test's zune-jpeg differ by up to 3).
     let same = run("convert", input);
-    assert_eq!(max_diff(&same, &base), 0, "{label}: convert is lossless");
+    let tolerance = if input.starts_with(&[0xFF, 0xD8]) {
+        4
+    } else {
+        0
+    };
+    assert!(
+        max_diff(&same, &base) <= tolerance,
+        "{label}: convert is lossless (max difference {})",
+        max_diff(&same, &base)
+    );
+    // From here on the references start from the server's own decode, so
+    // every op below is checked exactly.
+    let base = same;
 
     // resize vs an independent downscale (image's own Lanczos3).
     let out = run("resize?width=100", input);

@@ -350,11 +350,20 @@ fn pinning_niceness_and_memory_limit_reach_the_workers() {
         .and_then(|(_, r)| r.split_whitespace().nth(16).map(str::to_string));
     assert_eq!(front_nice.as_deref(), Some("0"), "front niceness");
 
-    // A request that needs more memory than the limit fails alone...
+    // A request that needs more memory than the limit fails alone (a flip
+    // decodes all 99 MP, ~300 MB)...
     let bomb = corpus_file("invalid/limits/jpeg_9643x10328_99mp.jpg");
-    let r = s.post("/v1/resize?width=100", &bomb);
+    let r = s.post("/v1/flip", &bomb);
     assert_eq!(r.status, 502, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.error_code(), "worker_out_of_memory");
+    // ...while a thumbnail of it fits: shrink-on-load decodes it at 1/8.
+    let thumb = s.post("/v1/resize?width=100", &bomb);
+    assert_eq!(
+        thumb.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&thumb.body)
+    );
     // ...and the next one succeeds.
     let ok = s.post(
         "/v1/resize?width=100",

@@ -21,8 +21,10 @@ use image::{AnimationDecoder, ColorType, DynamicImage, Frames, ImageDecoder, Rgb
 use crate::proto::Limits;
 
 use super::error::EngineError;
+use super::libjpeg;
 use super::limits::{check_canvas, decoder_limits, FrameBudget};
 use super::sniff::{self, InputFormat};
+use super::Tuning;
 
 /// A decoded input: pixels plus what `info` reports about the file.
 pub struct Decoded {
@@ -78,20 +80,50 @@ impl Content {
     }
 }
 
-/// Sniffs, checks limits and decodes every frame of `input`.
-pub fn decode(input: &[u8], limits: &Limits) -> Result<Decoded, EngineError> {
+/// How small the first op lets the decoded picture be: given the stored
+/// size of the image and its EXIF orientation, the stored size it needs at
+/// least (`None`: all of it). A decoder that can produce a smaller picture
+/// directly (JPEG's DCT scaling) uses it; the others ignore it.
+pub type Need<'a> = &'a dyn Fn(u32, u32, Orientation) -> Option<(u32, u32)>;
+
+/// Sniffs, checks limits and decodes every frame of `input`. With `need`,
+/// a JPEG may come back smaller than its stored size (never smaller than
+/// `need` asks); `Decoded::width`/`height` still give the stored size.
+pub fn decode(
+    input: &[u8],
+    limits: &Limits,
+    need: Option<Need<'_>>,
+    tuning: &Tuning,
+) -> Result<Decoded, EngineError> {
     let format = sniff::detect(input)?;
     let err = |e| EngineError::decoding(e, format);
     let cursor = Cursor::new(input);
     match format {
         InputFormat::Jpeg => {
-            let decoder = JpegDecoder::new(cursor).map_err(err)?;
+            let mut decoder = JpegDecoder::new(cursor).map_err(err)?;
             let (w, h) = decoder.dimensions();
             check_canvas(w, h, limits)?;
             if !sniff::jpeg_is_complete(input) {
                 return Err(EngineError::Corrupt(
                     "JPEG data ends early (no end-of-image marker)".to_string(),
                 ));
+            }
+            if tuning.libjpeg {
+                let orientation = orientation_of(&mut decoder);
+                let factor = match need.and_then(|need| need(w, h, orientation)) {
+                    Some(least) if tuning.shrink_on_load => libjpeg::shrink_factor((w, h), least),
+                    _ => 1,
+                };
+                if let Some(image) = libjpeg::decode(input, factor) {
+                    return Ok(Decoded {
+                        format,
+                        width: w,
+                        height: h,
+                        color_type: decoder.color_type(),
+                        orientation,
+                        content: Content::Still(image),
+                    });
+                }
             }
             decode_still(decoder, format, limits)
         }

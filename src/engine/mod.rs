@@ -35,7 +35,9 @@ mod effects;
 mod encode;
 mod error;
 mod geometry;
+mod libjpeg;
 mod limits;
+mod lzw;
 mod ops;
 mod pixel;
 mod smart;
@@ -47,6 +49,7 @@ mod tests;
 
 use std::time::Instant;
 
+use image::metadata::Orientation;
 use image::{ColorType, DynamicImage};
 
 use crate::proto::{ImageInfo, ImageMeta, Op, OutputFormat, Task, Timing, WorkError};
@@ -79,12 +82,93 @@ pub enum Product {
 /// keeps its first frame only; with no format or `gif` it stays an animated
 /// GIF, with `webp` an animated WebP, with its delays and loop count.
 pub fn run(task: &Task, input: &[u8]) -> (Result<Product, WorkError>, Timing) {
+    run_tuned(task, input, &Tuning::default())
+}
+
+/// Switches for the engine's fast paths. Production always runs with
+/// every one on ([`Tuning::default`], what [`run`] uses); they exist so that
+/// the benchmark can measure each fast path against the code it replaced,
+/// in the same run and on the same inputs (`bench/inproc.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// Decode JPEGs with libjpeg-turbo (off: zune-jpeg, as `image` does).
+    pub libjpeg: bool,
+    /// With libjpeg: decode at 1/2, 1/4 or 1/8 scale when the first op is
+    /// a downscale that needs no more.
+    pub shrink_on_load: bool,
+    /// Encode JPEGs with libjpeg-turbo (off: the pure-Rust jpeg-encoder).
+    pub libjpeg_encode: bool,
+    /// Gaussian blur by a shrunk exact gaussian (off: `image`'s box blur).
+    pub fast_blur: bool,
+    /// GIF output: one palette per animation and a lookup-table mapping
+    /// (off: a NeuQuant palette per frame).
+    pub fast_gif: bool,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            libjpeg: true,
+            shrink_on_load: true,
+            libjpeg_encode: true,
+            fast_blur: true,
+            fast_gif: true,
+        }
+    }
+}
+
+/// [`run`] with chosen fast paths (for the benchmark).
+pub fn run_tuned(
+    task: &Task,
+    input: &[u8],
+    tuning: &Tuning,
+) -> (Result<Product, WorkError>, Timing) {
     let mut timing = Timing::default();
-    let result = run_task(task, input, &mut timing).map_err(WorkError::from);
+    let result = run_task(task, input, tuning, &mut timing).map_err(WorkError::from);
     (result, timing)
 }
 
-fn run_task(task: &Task, input: &[u8], timing: &mut Timing) -> Result<Product, EngineError> {
+/// For shrink-on-load: when the first op is a resize, the least stored
+/// size it needs of a stored `w` x `h` source with `orientation` (applied
+/// first when `autorotate` is on, so the op plans on the upright size).
+fn first_op_need(
+    op: Option<&&Op>,
+    autorotate: bool,
+) -> Option<impl Fn(u32, u32, Orientation) -> Option<(u32, u32)>> {
+    let (width, height, fit, enlarge) = match op? {
+        Op::Resize {
+            width,
+            height,
+            fit,
+            enlarge,
+            ..
+        } => (*width, *height, *fit, *enlarge),
+        Op::Thumbnail { width, height, .. } => {
+            (Some(*width), Some(*height), crate::proto::Fit::Cover, false)
+        }
+        _ => return None,
+    };
+    Some(move |w, h, orientation| {
+        let orientation = if autorotate {
+            orientation
+        } else {
+            Orientation::NoTransforms
+        };
+        let (uw, uh) = upright_size(w, h, orientation);
+        let upright_need = geometry::plan_resize(uw, uh, width, height, fit, enlarge)
+            .ok()?
+            .scaled;
+        // Back to stored axes: the same swap, undone.
+        Some(upright_size(upright_need.0, upright_need.1, orientation))
+    })
+}
+
+fn run_task(
+    task: &Task,
+    input: &[u8],
+    tuning: &Tuning,
+    timing: &mut Timing,
+) -> Result<Product, EngineError> {
     let (test_ops, ops): (Vec<&Op>, Vec<&Op>) = task.ops.iter().partition(|op| is_test_op(op));
     if !test_ops.is_empty() {
         run_test_ops(&test_ops)?;
@@ -100,24 +184,28 @@ fn run_task(task: &Task, input: &[u8], timing: &mut Timing) -> Result<Product, E
             ));
         }
         let started = Instant::now();
-        let decoded = decode::decode(input, &task.limits);
+        let decoded = decode::decode(input, &task.limits, None, tuning);
         timing.decode_us = micros_since(started);
         return Ok(Product::Info(info_of(&decoded?, input.len())));
     }
 
+    let need = first_op_need(ops.first(), task.output.autorotate);
+    let need_fn = need.as_ref().map(|f| f as decode::Need<'_>);
     let started = Instant::now();
-    let decoded = decode::decode(input, &task.limits);
+    let decoded = decode::decode(input, &task.limits, need_fn, tuning);
     timing.decode_us = micros_since(started);
-    let decoded = decoded?;
+    let mut decoded = decoded?;
+    if !task.output.autorotate {
+        decoded.orientation = Orientation::NoTransforms;
+    }
     let input_format = decoded.format;
+    // The upright size of the source, which the first op plans from even
+    // when the decoder shrank the picture on load.
+    let source = upright_size(decoded.width, decoded.height, decoded.orientation);
 
     let started = Instant::now();
-    let content = if task.output.autorotate {
-        orient(decoded.content, decoded.orientation)
-    } else {
-        decoded.content
-    };
-    let content = ops::apply(content, &ops, &task.limits);
+    let content = orient(decoded.content, decoded.orientation);
+    let content = ops::apply(content, &ops, &task.limits, source, tuning);
     timing.ops_us = micros_since(started);
     let content = content?;
 
@@ -126,10 +214,21 @@ fn run_task(task: &Task, input: &[u8], timing: &mut Timing) -> Result<Product, E
         Content::Still(_) => input_format.default_output(),
     });
     let started = Instant::now();
-    let encoded = encode::encode(content, format, &task.output);
+    let encoded = encode::encode(content, format, &task.output, tuning);
     timing.encode_us = micros_since(started);
     let (bytes, meta) = encoded?;
     Ok(Product::Image { bytes, meta })
+}
+
+/// `w` x `h` as shown after `orientation` (sides swapped by a quarter turn).
+fn upright_size(w: u32, h: u32, orientation: Orientation) -> (u32, u32) {
+    match orientation {
+        Orientation::Rotate90
+        | Orientation::Rotate270
+        | Orientation::Rotate90FlipH
+        | Orientation::Rotate270FlipH => (h, w),
+        _ => (w, h),
+    }
 }
 
 fn micros_since(started: Instant) -> u64 {
@@ -138,8 +237,8 @@ fn micros_since(started: Instant) -> u64 {
 
 /// Applies the EXIF orientation so that every op sees the picture upright,
 /// as a viewer would show it (the output carries no EXIF to do it later).
-fn orient(content: Content, orientation: image::metadata::Orientation) -> Content {
-    if orientation == image::metadata::Orientation::NoTransforms {
+fn orient(content: Content, orientation: Orientation) -> Content {
+    if orientation == Orientation::NoTransforms {
         return content;
     }
     match content {

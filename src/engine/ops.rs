@@ -21,6 +21,7 @@ use super::effects;
 use super::error::EngineError;
 use super::geometry::{self, normalise_angle, plan_resize, rotated_size};
 use super::limits::check_output;
+use super::Tuning;
 
 /// State one op carries from frame to frame of an animation.
 #[derive(Default)]
@@ -29,15 +30,34 @@ struct FrameCtx {
     anchor: Option<(u32, u32)>,
     /// `trim`: the union box over all frames, computed before the first.
     trim: Option<Option<(u32, u32, u32, u32)>>,
+    /// The size a resize plans from when the picture was shrunk on load
+    /// (the source's real upright size), so the result is exactly what a
+    /// full-size decode would give.
+    source: Option<(u32, u32)>,
+    tuning: Tuning,
 }
 
 /// Applies `ops` (no `Info`, no test ops) to every frame of `content`.
-pub fn apply(content: Content, ops: &[&Op], limits: &Limits) -> Result<Content, EngineError> {
+/// `source` is the upright size of the source image, which a still may
+/// be smaller than when it was shrunk on load.
+pub fn apply(
+    content: Content,
+    ops: &[&Op],
+    limits: &Limits,
+    source: (u32, u32),
+    tuning: &Tuning,
+) -> Result<Content, EngineError> {
     let mut resizer = Resizer::new();
+    let tuning = *tuning;
     match content {
         Content::Still(mut image) => {
-            for op in ops {
-                let mut ctx = FrameCtx::default();
+            let shrunk = (image.width(), image.height()) != source;
+            for (i, op) in ops.iter().enumerate() {
+                let mut ctx = FrameCtx {
+                    source: (i == 0 && shrunk).then_some(source),
+                    tuning,
+                    ..FrameCtx::default()
+                };
                 image = apply_op(image, op, 1, limits, &mut resizer, &mut ctx)?;
             }
             Ok(Content::Still(image))
@@ -48,7 +68,10 @@ pub fn apply(content: Content, ops: &[&Op], limits: &Limits) -> Result<Content, 
         }) => {
             let count = frames.len() as u64;
             for op in ops {
-                let mut ctx = FrameCtx::default();
+                let mut ctx = FrameCtx {
+                    tuning,
+                    ..FrameCtx::default()
+                };
                 if let Op::Trim { threshold } = op {
                     ctx.trim = Some(union_trim_box(&frames, *threshold));
                 }
@@ -122,7 +145,7 @@ fn apply_op(
             resizer,
             ctx,
         ),
-        Op::Blur { sigma } => effects::blur(&image, sigma),
+        Op::Blur { sigma } => effects::blur(&image, sigma, ctx.tuning.fast_blur),
         Op::Sharpen {
             sigma,
             amount,
@@ -217,7 +240,8 @@ fn resize(
     resizer: &mut Resizer,
     ctx: &mut FrameCtx,
 ) -> Result<DynamicImage, EngineError> {
-    let plan = plan_resize(image.width(), image.height(), width, height, fit, enlarge)?;
+    let (sw, sh) = ctx.source.unwrap_or((image.width(), image.height()));
+    let plan = plan_resize(sw, sh, width, height, fit, enlarge)?;
     let (w, h) = plan.scaled;
     check_output(w, h, frames, limits)?;
     let scaled = if (w, h) == (image.width(), image.height()) {

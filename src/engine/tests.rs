@@ -254,6 +254,8 @@ fn check_invalid(entry: &Entry, input: &[u8]) -> Result<(), String> {
 const CAT: &str = "valid/jpeg/photo_cat_320x240_progressive.jpg";
 const PALETTE_PNG: &str = "valid/png/palette_trns_300x225.png";
 const ANIM_GIF: &str = "valid/gif/anim_210x210_20frames_varied_delays.gif";
+const PORTRAIT: &str = "valid/jpeg/photo_portrait_800x533_baseline.jpg";
+const LADYBIRD: &str = "valid/jpeg/photo_ladybird_2560x1600_baseline.jpg";
 
 #[test]
 fn flip_and_flop_twice_are_identity() {
@@ -338,7 +340,14 @@ fn grayscale_on_animation_frames_keeps_rgba_with_equal_channels() {
         frames: vec![frame([200, 10, 10, 255]), frame([10, 200, 30, 128])],
         loop_count: Some(0),
     });
-    let out = ops::apply(content, &[&Op::Grayscale], &Limits::default()).expect("grayscale");
+    let out = ops::apply(
+        content,
+        &[&Op::Grayscale],
+        &Limits::default(),
+        (4, 3),
+        &Tuning::default(),
+    )
+    .expect("grayscale");
     let Content::Animation(anim) = out else {
         panic!("animation became a still")
     };
@@ -1014,4 +1023,272 @@ fn tiled_planar_tiff_is_refused_not_a_panic() {
     assert!(!sniff::tiff_is_tiled_planar(&read(
         "valid/tiff/photo_street_374x499_planar.tiff"
     )));
+}
+
+/// An exact gaussian (f64, separable, kernel to 4 sigma, edges clamped):
+/// the reference the fast blur is measured against.
+fn exact_gaussian(img: &image::RgbImage, sigma: f64) -> Vec<f64> {
+    let (w, h) = (img.width() as i64, img.height() as i64);
+    let r = (4.0 * sigma).ceil() as i64;
+    let k: Vec<f64> = (-r..=r)
+        .map(|i| (-(i * i) as f64 / (2.0 * sigma * sigma)).exp())
+        .collect();
+    let sum: f64 = k.iter().sum();
+    let k: Vec<f64> = k.iter().map(|v| v / sum).collect();
+    let px = |x: i64, y: i64, c: usize| f64::from(img.get_pixel(x as u32, y as u32)[c]);
+    let mut tmp = vec![0.0; (w * h * 3) as usize];
+    for y in 0..h {
+        for x in 0..w {
+            for c in 0..3 {
+                tmp[((y * w + x) * 3) as usize + c] = (-r..=r)
+                    .map(|i| k[(i + r) as usize] * px((x + i).clamp(0, w - 1), y, c))
+                    .sum();
+            }
+        }
+    }
+    let mut out = vec![0.0; tmp.len()];
+    for y in 0..h {
+        for x in 0..w {
+            for c in 0..3 {
+                out[((y * w + x) * 3) as usize + c] = (-r..=r)
+                    .map(|i| {
+                        let yy = (y + i).clamp(0, h - 1);
+                        k[(i + r) as usize] * tmp[((yy * w + x) * 3) as usize + c]
+                    })
+                    .sum();
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn fast_blur_stays_close_to_an_exact_gaussian() {
+    let photo = image::load_from_memory(&read(PORTRAIT))
+        .expect("decode")
+        .to_rgb8();
+    let crop = image::imageops::crop_imm(&photo, 300, 100, 240, 180).to_image();
+    let input = DynamicImage::ImageRgb8(crop.clone());
+    // (sigma, largest mean and max abs error allowed, in 0-255 levels).
+    // Below sigma 2 the error is libblur's fixed-point rounding; above, the
+    // shrink and bilinear scale-up add theirs. Measured when written:
+    // mean 0.34 / 0.31 / 0.85 / 0.82 / 0.59, max 5.0 / 1.2 / 2.6 / 8.6 / 3.5.
+    for (sigma, mean_bound, max_bound) in [
+        (0.8f32, 0.6, 6.0),
+        (1.5, 0.6, 6.0),
+        (3.0, 1.2, 12.0),
+        (8.0, 1.2, 12.0),
+        (25.0, 1.2, 12.0),
+    ] {
+        let fast = effects::blur(&input, sigma, true).expect("blur").to_rgb8();
+        let exact = exact_gaussian(&crop, f64::from(sigma));
+        let diffs: Vec<f64> = fast
+            .as_raw()
+            .iter()
+            .zip(&exact)
+            .map(|(a, b)| (f64::from(*a) - b).abs())
+            .collect();
+        let mean = diffs.iter().sum::<f64>() / diffs.len() as f64;
+        let max = diffs.iter().copied().fold(0.0, f64::max);
+        eprintln!("blur sigma {sigma}: mean abs error {mean:.3}, max {max:.2} levels vs exact");
+        assert!(
+            mean <= mean_bound,
+            "sigma {sigma}: mean error {mean:.3} > {mean_bound}"
+        );
+        assert!(
+            max <= max_bound,
+            "sigma {sigma}: max error {max:.2} > {max_bound}"
+        );
+    }
+}
+
+#[test]
+fn shrink_on_load_gives_the_full_decode_size_and_nearly_its_pixels() {
+    let input = read(LADYBIRD);
+    let fast = Tuning::default();
+    let full = Tuning {
+        shrink_on_load: false,
+        ..Tuning::default()
+    };
+    let reference = Tuning {
+        libjpeg: false,
+        shrink_on_load: false,
+        ..Tuning::default()
+    };
+    for ops in [
+        vec![Op::Resize {
+            width: Some(400),
+            height: None,
+            fit: crate::proto::Fit::Contain,
+            gravity: crate::proto::Gravity::Centre,
+            enlarge: false,
+        }],
+        vec![Op::Thumbnail {
+            width: 150,
+            height: 150,
+            gravity: crate::proto::Gravity::Centre,
+        }],
+        vec![Op::Resize {
+            width: Some(333),
+            height: Some(111),
+            fit: crate::proto::Fit::Fill,
+            gravity: crate::proto::Gravity::Centre,
+            enlarge: false,
+        }],
+    ] {
+        let t = task_as(ops.clone(), OutputFormat::Png);
+        let decode_png = |tuning: &Tuning| {
+            let (result, timing) = run_tuned(&t, &input, tuning);
+            match result {
+                Ok(Product::Image { bytes, .. }) => (
+                    image::load_from_memory(&bytes).expect("png").to_rgb8(),
+                    timing.decode_us,
+                ),
+                other => panic!("{ops:?}: {other:?}"),
+            }
+        };
+        let (a, _) = decode_png(&fast);
+        let (b, _) = decode_png(&full);
+        let (c, _) = decode_png(&reference);
+        assert_eq!(a.dimensions(), b.dimensions(), "{ops:?}");
+        assert_eq!(a.dimensions(), c.dimensions(), "{ops:?}");
+        let psnr = |x: &image::RgbImage, y: &image::RgbImage| {
+            let mse = x
+                .as_raw()
+                .iter()
+                .zip(y.as_raw())
+                .map(|(p, q)| (f64::from(*p) - f64::from(*q)).powi(2))
+                .sum::<f64>()
+                / x.as_raw().len() as f64;
+            10.0 * (255.0f64 * 255.0 / mse.max(1e-9)).log10()
+        };
+        let (shrunk, libjpeg) = (psnr(&a, &c), psnr(&b, &c));
+        eprintln!("{ops:?}: PSNR vs zune full decode: shrink-on-load {shrunk:.1} dB, libjpeg full {libjpeg:.1} dB");
+        assert!(shrunk > 36.0, "{ops:?}: shrink-on-load PSNR {shrunk:.1} dB");
+        assert!(libjpeg > 40.0, "{ops:?}: libjpeg PSNR {libjpeg:.1} dB");
+    }
+}
+
+#[test]
+fn shrink_on_load_respects_the_exif_orientation() {
+    // Orientation 6 (rotate 90): stored 1200x1800, shown 1800x1200.
+    let input = read("valid/exif_orientation/landscape_orientation_6.jpg");
+    let resize = |autorotate: bool| {
+        let mut t = task(vec![Op::Resize {
+            width: Some(150),
+            height: None,
+            fit: crate::proto::Fit::Contain,
+            gravity: crate::proto::Gravity::Centre,
+            enlarge: false,
+        }]);
+        t.output.autorotate = autorotate;
+        let (_, meta) = image_of(&t, &input);
+        (meta.width, meta.height)
+    };
+    assert_eq!(resize(true), (150, 100));
+    assert_eq!(resize(false), (150, 225));
+}
+
+/// PSNR (dB) of every frame of a GIF against the RGBA frames it was made
+/// from, over the opaque pixels, averaged over the frames.
+fn gif_psnr(gif_bytes: &[u8], reference: &[image::RgbaImage]) -> f64 {
+    let frames = GifDecoder::new(Cursor::new(gif_bytes))
+        .expect("gif")
+        .into_frames()
+        .collect_frames()
+        .expect("frames");
+    assert_eq!(frames.len(), reference.len());
+    let mut total = 0.0;
+    for (frame, want) in frames.iter().zip(reference) {
+        let got = frame.buffer();
+        let (mut se, mut n) = (0.0f64, 0usize);
+        for (p, q) in got.pixels().zip(want.pixels()) {
+            if q[3] >= 128 {
+                for c in 0..3 {
+                    se += (f64::from(p[c]) - f64::from(q[c])).powi(2);
+                }
+                n += 3;
+            }
+        }
+        total += 10.0 * (255.0f64 * 255.0 / (se / n.max(1) as f64).max(1e-9)).log10();
+    }
+    total / reference.len() as f64
+}
+
+#[test]
+fn the_fast_gif_palette_is_as_good_as_per_frame_neuquant() {
+    // The resized frames are the reference both encoders quantise.
+    let input = read(ANIM_GIF);
+    let resized = task_as(
+        vec![Op::Resize {
+            width: Some(160),
+            height: None,
+            fit: crate::proto::Fit::Contain,
+            gravity: crate::proto::Gravity::Centre,
+            enlarge: false,
+        }],
+        OutputFormat::Webp,
+    );
+    let mut frames = Vec::new();
+    let decoded =
+        decode::decode(&input, &Limits::default(), None, &Tuning::default()).expect("decode");
+    let ops: Vec<&Op> = resized.ops.iter().collect();
+    match ops::apply(
+        decoded.content,
+        &ops,
+        &Limits::default(),
+        (210, 210),
+        &Tuning::default(),
+    )
+    .expect("resize")
+    {
+        Content::Animation(anim) => frames.extend(anim.frames.into_iter().map(|f| f.image)),
+        Content::Still(_) => panic!("still an animation"),
+    }
+    let gif_of = |tuning: &Tuning| {
+        let mut t = resized.clone();
+        t.output.format = Some(OutputFormat::Gif);
+        match run_tuned(&t, &input, tuning).0 {
+            Ok(Product::Image { bytes, .. }) => bytes,
+            other => panic!("{other:?}"),
+        }
+    };
+    let fast = gif_psnr(&gif_of(&Tuning::default()), &frames);
+    let neuquant = gif_psnr(
+        &gif_of(&Tuning {
+            fast_gif: false,
+            ..Tuning::default()
+        }),
+        &frames,
+    );
+    eprintln!("GIF PSNR over opaque pixels: Wu global palette {fast:.2} dB, NeuQuant per frame {neuquant:.2} dB");
+    assert!(fast > 28.0, "fast GIF palette PSNR {fast:.2} dB");
+    assert!(
+        fast > neuquant - 2.0,
+        "{fast:.2} dB vs NeuQuant {neuquant:.2} dB"
+    );
+}
+
+/// Found by schemathesis: a 65535-pixel-wide JPEG is legal in the format
+/// but past libjpeg's 65500, and was a 500 from the encoder.
+#[test]
+fn jpeg_output_wider_than_libjpeg_allows_is_a_clear_400() {
+    let input = read("valid/png/tiny_1x1.png");
+    let wide = task_as(
+        vec![Op::Pad {
+            top: 0,
+            right: 0,
+            bottom: 0,
+            left: 65534,
+            background: crate::proto::Color::rgba(0, 0, 0, 255),
+        }],
+        OutputFormat::Jpeg,
+    );
+    let err = error_of(&wide, &input);
+    assert_eq!(err.kind, ErrorKind::BadParameter, "{err:?}");
+    assert!(
+        err.message.contains("too large for jpeg"),
+        "{}",
+        err.message
+    );
 }

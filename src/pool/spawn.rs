@@ -109,7 +109,8 @@ pub async fn spawn_worker(
         .arg(std::process::id().to_string())
         .arg("--max-payload")
         .arg(cfg.max_payload.to_string())
-        .arg(format!("--nice={}", cfg.worker_nice));
+        .arg(format!("--nice={}", cfg.worker_nice))
+        .arg(format!("--sched={}", cfg.worker_sched.as_str()));
     if let Some(cpu) = cpu {
         cmd.arg("--cpu").arg(cpu.to_string());
     }

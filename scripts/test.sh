@@ -17,6 +17,15 @@ fi
 # its SIMD kernels, as in production (see scripts/serve.sh).
 source scripts/need.sh
 need systemd-socket-activate systemd redis-server redis-server chattr e2fsprogs nasm nasm
+# schemathesis (PyPI) fuzzes the HTTP API from /openapi.json (tests/api_schema.rs);
+# pip puts its `st` command in the interpreter's scripts folder.
+PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
+export PATH
+if ! command -v st >/dev/null 2>&1; then
+    echo "installing: schemathesis" >&2
+    python3 -m pip install -q --disable-pip-version-check 'schemathesis>=4,<5' >/dev/null
+    hash -r
+fi
 
 # The crash-isolation tests need the test-only ops; they are never part of
 # a release build.

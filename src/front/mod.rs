@@ -184,7 +184,10 @@ async fn route(
             if req.method() != Method::GET && req.method() != Method::HEAD {
                 return Err(not_allowed(&req, "GET"));
             }
-            Ok(json(StatusCode::OK, &openapi::document()))
+            Ok(json(
+                StatusCode::OK,
+                &openapi::document(app.cfg.sources.enabled),
+            ))
         }
         _ => {
             let Some(op_name) = path.strip_prefix("/v1/") else {

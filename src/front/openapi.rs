@@ -111,8 +111,9 @@ fn url_param() -> Json {
     })
 }
 
-/// The GET (URL source) and POST (body) operations of one image route.
-fn image_route(id: &str, summary: &str, params: Vec<Json>, info: bool) -> Json {
+/// The POST (body) operation of one image route, and its GET (URL source)
+/// operation when this server has URL sources on.
+fn image_route(id: &str, summary: &str, params: Vec<Json>, info: bool, url_sources: bool) -> Json {
     let mut ok = Map::new();
     ok.insert(
         "200".to_string(),
@@ -125,7 +126,7 @@ fn image_route(id: &str, summary: &str, params: Vec<Json>, info: bool) -> Json {
     ok.extend(error_responses(IMAGE_ERRORS));
     let mut get_params = params.clone();
     get_params.push(url_param());
-    json!({
+    let mut route = json!({
         "post": {
             "operationId": id,
             "summary": summary,
@@ -133,13 +134,16 @@ fn image_route(id: &str, summary: &str, params: Vec<Json>, info: bool) -> Json {
             "requestBody": image_body(),
             "responses": ok,
         },
-        "get": {
+    });
+    if url_sources {
+        route["get"] = json!({
             "operationId": format!("{id}_from_url"),
             "summary": format!("{summary} (image fetched from url=)"),
             "parameters": get_params,
             "responses": ok,
-        },
-    })
+        });
+    }
+    route
 }
 
 fn simple_get(id: &str, summary: &str, content_type: &str, schema: Json) -> Json {
@@ -154,8 +158,10 @@ fn job_id_param() -> Json {
     json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}})
 }
 
-/// The whole document.
-pub fn document() -> Json {
+/// The whole document for this server: the `GET /v1/{op}?url=` routes
+/// only when `url_sources` (`--allow-url-source`) is on, so the document
+/// lists exactly the methods each route answers.
+pub fn document(url_sources: bool) -> Json {
     let mut paths = Map::new();
     paths.insert(
         "/healthz".into(),
@@ -212,7 +218,7 @@ pub fn document() -> Json {
         };
         paths.insert(
             format!("/v1/{}", op.name),
-            image_route(op.name, &summary, params, info),
+            image_route(op.name, &summary, params, info, url_sources),
         );
     }
     let mut pipeline_params = vec![json!({
@@ -233,6 +239,7 @@ pub fn document() -> Json {
             "run several operations in order",
             pipeline_params,
             false,
+            url_sources,
         ),
     );
 
@@ -282,7 +289,11 @@ pub fn document() -> Json {
         }),
     );
     let mut result = Map::new();
-    result.insert("200".into(), image_ok());
+    // The image, or for an `info` job its JSON description.
+    let mut done = image_ok();
+    done["content"]["application/json"] =
+        json!({"schema": {"$ref": "#/components/schemas/ImageInfo"}});
+    result.insert("200".into(), done);
     result.extend(error_responses(&[
         "404", "409", "410", "413", "415", "422", "500", "502", "503", "504",
     ]));
@@ -381,7 +392,9 @@ mod tests {
 
     #[test]
     fn every_op_has_a_route_with_its_parameters() {
-        let doc = document();
+        let doc = document(true);
+        assert!(doc["paths"]["/v1/resize"]["get"].is_object());
+        assert!(document(false)["paths"]["/v1/resize"]["get"].is_null());
         let paths = doc["paths"].as_object().expect("paths");
         for op in public_ops() {
             let route = &paths[&format!("/v1/{}", op.name)];

@@ -51,7 +51,9 @@ pub(super) async fn route(
         ([op], Method::POST) => submit(inner, req, op, &app.cfg, request_id).await,
         ([id], Method::GET) => status(inner, id).await,
         ([id], Method::DELETE) => remove(inner, id).await,
-        ([_], m) => Err(not_allowed(m, "GET, POST, DELETE")),
+        // One segment is a job id (GET, DELETE) or an op name (POST).
+        ([id], m) if valid_id(id) => Err(not_allowed(m, "GET, DELETE")),
+        ([_], m) => Err(not_allowed(m, "POST")),
         ([id, "result"], Method::GET) => result(inner, id).await,
         ([_, "result"], m) => Err(not_allowed(m, "GET")),
         _ => Err(ApiError::NotFound(path)),

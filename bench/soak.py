@@ -6,8 +6,8 @@
 installs wrk). Every request picks at random among valid images, corrupt
 ones, decompression bombs and bodies over --max-body (bench/soak.lua), on
 16 keep-alive connections. Between rounds of S seconds it reads the
-master's RSS and open descriptors and every worker's RSS from /proc, and
-prints one table; growth is counted from the end of the first round (the
+master's RSS and open descriptors (once the round's connections have
+closed) and every worker's RSS from /proc, and prints one table; growth is counted from the end of the first round (the
 warm-up). Workers recycle with --max-requests, which is what keeps their
 memory in check over a long life.
 """
@@ -18,6 +18,7 @@ import re
 import urllib.request
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402  (the bench's Server and helpers)
@@ -46,6 +47,25 @@ def fds(pid):
         return -1
 
 
+def settled_fds(pid, want, seconds=3.0):
+    """The master's descriptor count once the round's connections are
+    closed: polls up to `seconds` for it to come back to `want`."""
+    end = time.monotonic() + seconds
+    n = fds(pid)
+    while n > want and time.monotonic() < end:
+        time.sleep(0.05)
+        n = fds(pid)
+    return n
+
+
+def deaths(addr):
+    """Worker deaths by reason, from /metrics."""
+    with urllib.request.urlopen(f"http://{addr}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return {m.group(1): int(float(m.group(2))) for m in
+            re.finditer(r'pixfork_worker_deaths_total\{reason="(\w+)"\} (\S+)', text)}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=100_000)
@@ -58,7 +78,8 @@ def main():
     total = 0
     statuses = {}
     try:
-        rows.append((0, 0, run.rss_mib(server.proc.pid), fds(server.proc.pid),
+        start_fds = fds(server.proc.pid)
+        rows.append((0, 0, run.rss_mib(server.proc.pid), start_fds,
                      [run.rss_mib(p) for p in server.worker_pids()]))
         n = 0
         while total < args.requests:
@@ -72,11 +93,13 @@ def main():
             total += int(m.group(1)) if m else 0
             for k, v in re.findall(r"(\d+)=(\d+)", out.stdout.split("statuses", 1)[-1]):
                 statuses[k] = statuses.get(k, 0) + int(v)
-            rows.append((n, total, run.rss_mib(server.proc.pid), fds(server.proc.pid),
+            rows.append((n, total, run.rss_mib(server.proc.pid),
+                         settled_fds(server.proc.pid, start_fds),
                          [run.rss_mib(p) for p in server.worker_pids()]))
             print(f"round {n}: {total} requests", file=sys.stderr, flush=True)
         with urllib.request.urlopen(f"http://{server.addr}/readyz", timeout=5) as r:
             restarts = sum(s.get("restarts", 0) for s in json.load(r)["slots"])
+        by_reason = deaths(server.addr)
     finally:
         server.stop()
     print("| round | requests so far | master RSS MiB | master fds | worker RSS MiB |")
@@ -86,7 +109,9 @@ def main():
     first, last = rows[1], rows[-1]
     print()
     print(f"statuses: {', '.join(f'{k}: {v}' for k, v in sorted(statuses.items()))}")
-    print(f"worker restarts (recycling at --max-requests 5000 ± 1000, and nothing else): {restarts}")
+    print(f"worker restarts: {restarts}; deaths by reason: "
+          f"{', '.join(f'{k} {v}' for k, v in sorted(by_reason.items())) or 'none'} "
+          f"(recycle = --max-requests 5000 ± 1000)")
     print(f"after warm-up (round 1 → {last[0]}): master RSS {first[2]:.1f} → {last[2]:.1f} MiB "
           f"({last[2] - first[2]:+.1f}), master fds {first[3]} → {last[3]}")
 

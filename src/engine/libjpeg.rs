@@ -77,12 +77,15 @@ pub fn shrink_factor(size: (u32, u32), need: (u32, u32)) -> u32 {
 }
 
 /// Decodes `input` at 1/`denominator` scale (1, 2, 4 or 8) as RGB8, or L8
-/// for a greyscale JPEG. `None` when libjpeg refused the data, warned about
-/// it, or the colour space is one left to zune-jpeg: the caller decodes
-/// with zune-jpeg instead.
-pub fn decode(input: &[u8], denominator: u32) -> Option<DynamicImage> {
+/// for a greyscale JPEG; `coarse` picks the fast integer inverse DCT.
+/// `None` when libjpeg refused the data, warned about it, or the colour
+/// space is one left to zune-jpeg: the caller decodes with zune-jpeg
+/// instead.
+pub fn decode(input: &[u8], denominator: u32, coarse: bool) -> Option<DynamicImage> {
     WARNINGS.with(|w| w.set(0));
-    let result = catch_unwind(AssertUnwindSafe(|| decode_inner(input, denominator)));
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        decode_inner(input, denominator, coarse)
+    }));
     let warned = WARNINGS.with(Cell::get) > 0;
     match result {
         Ok(Some(image)) if !warned => Some(image),
@@ -90,7 +93,7 @@ pub fn decode(input: &[u8], denominator: u32) -> Option<DynamicImage> {
     }
 }
 
-fn decode_inner(input: &[u8], denominator: u32) -> Option<DynamicImage> {
+fn decode_inner(input: &[u8], denominator: u32, coarse: bool) -> Option<DynamicImage> {
     let mut dec = Decompress::with_err(error_manager()).from_mem(input).ok()?;
     let grey = match dec.color_space() {
         ColorSpace::JCS_GRAYSCALE => true,
@@ -100,6 +103,9 @@ fn decode_inner(input: &[u8], denominator: u32) -> Option<DynamicImage> {
     };
     let numerator = u8::try_from(8 / denominator.clamp(1, 8)).ok()?;
     dec.scale(numerator);
+    if coarse {
+        dec.dct_method(mozjpeg::DctMethod::IntegerFast);
+    }
     let mut started = if grey { dec.grayscale() } else { dec.rgb() }.ok()?;
     let w = u32::try_from(started.width()).ok()?;
     let h = u32::try_from(started.height()).ok()?;

@@ -128,27 +128,50 @@ pub fn run_tuned(
     (result, timing)
 }
 
-/// For shrink-on-load: when the first op is a resize, the least stored
-/// size it needs of a stored `w` x `h` source with `orientation` (applied
-/// first when `autorotate` is on, so the op plans on the upright size).
+/// For shrink-on-load: the least stored size the first op needs of a
+/// stored `w` x `h` source with `orientation` (applied first when
+/// `autorotate` is on, so the op plans on the upright size). A resize needs
+/// its output size; a fast blur the 1/[`effects::blur_scale`] copy it would
+/// shrink the picture to anyway.
 fn first_op_need(
     op: Option<&&Op>,
     autorotate: bool,
-) -> Option<impl Fn(u32, u32, Orientation) -> Option<(u32, u32)>> {
-    let (width, height, fit, enlarge) = match op? {
+    tuning: &Tuning,
+) -> Option<impl Fn(u32, u32, Orientation) -> Option<decode::Wanted>> {
+    let (width, height, fit, enlarge, blur) = match op? {
         Op::Resize {
             width,
             height,
             fit,
             enlarge,
             ..
-        } => (*width, *height, *fit, *enlarge),
-        Op::Thumbnail { width, height, .. } => {
-            (Some(*width), Some(*height), crate::proto::Fit::Cover, false)
+        } => (*width, *height, *fit, *enlarge, None),
+        Op::Thumbnail { width, height, .. } => (
+            Some(*width),
+            Some(*height),
+            crate::proto::Fit::Cover,
+            false,
+            None,
+        ),
+        Op::Blur { sigma } if tuning.fast_blur => {
+            (None, None, crate::proto::Fit::Contain, false, Some(*sigma))
         }
         _ => return None,
     };
     Some(move |w, h, orientation| {
+        if let Some(sigma) = blur {
+            // Blur is the same upright or not; the size check is symmetric.
+            // At most 1/2: the blur repeats the outermost decoded pixels
+            // outwards, and at 1/d each is the mean of d source columns,
+            // so a one-pixel line along a border (a frame) would fade by up
+            // to (d-1)/2d of its contrast; at 1/2 that is a quarter, at 1/8
+            // nearly half (78 levels in the engine test).
+            let k = effects::blur_scale(sigma, (w, h)).min(2);
+            return Some(decode::Wanted {
+                least: (w / k, h / k),
+                coarse: k >= 2,
+            });
+        }
         let orientation = if autorotate {
             orientation
         } else {
@@ -159,7 +182,10 @@ fn first_op_need(
             .ok()?
             .scaled;
         // Back to stored axes: the same swap, undone.
-        Some(upright_size(upright_need.0, upright_need.1, orientation))
+        Some(decode::Wanted {
+            least: upright_size(upright_need.0, upright_need.1, orientation),
+            coarse: false,
+        })
     })
 }
 
@@ -189,7 +215,7 @@ fn run_task(
         return Ok(Product::Info(info_of(&decoded?, input.len())));
     }
 
-    let need = first_op_need(ops.first(), task.output.autorotate);
+    let need = first_op_need(ops.first(), task.output.autorotate, tuning);
     let need_fn = need.as_ref().map(|f| f as decode::Need<'_>);
     let started = Instant::now();
     let decoded = decode::decode(input, &task.limits, need_fn, tuning);

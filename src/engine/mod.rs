@@ -98,7 +98,8 @@ pub struct Tuning {
     pub shrink_on_load: bool,
     /// Encode JPEGs with libjpeg-turbo (off: the pure-Rust jpeg-encoder).
     pub libjpeg_encode: bool,
-    /// Gaussian blur by a shrunk exact gaussian (off: `image`'s box blur).
+    /// Gaussian blur (for `blur` and `sharpen`) by a SIMD exact gaussian,
+    /// on a shrunk copy for large sigma (off: `image`'s box blur).
     pub fast_blur: bool,
     /// GIF output: one palette per animation and a lookup-table mapping
     /// (off: a NeuQuant palette per frame).

@@ -153,7 +153,7 @@ fn apply_op(
             sigma,
             amount,
             threshold,
-        } => effects::sharpen(image, sigma, amount, threshold),
+        } => effects::sharpen(image, sigma, amount, threshold, ctx.tuning.fast_blur),
         Op::Pixelate { size } => effects::pixelate(image, size),
         Op::Grayscale => Ok(image.grayscale()),
         Op::Invert => effects::invert(image),

@@ -102,8 +102,8 @@ pub enum WorkerError {
 }
 
 /// Applies the per-worker tuning the master passed: niceness, scheduling
-/// policy, CPU pinning and the address-space limit. Done before the hello, so a setting the
-/// kernel refuses is a boot error the master reports.
+/// policy, CPU pinning and the address-space limit. Done before the hello,
+/// so a setting the kernel refuses is a boot error the master reports.
 fn apply_tuning(args: &WorkerArgs) -> Result<(), WorkerError> {
     if args.nice != 0 {
         // SAFETY: setpriority(2) on our own process; no memory is involved.

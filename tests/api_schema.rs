@@ -22,10 +22,7 @@ use common::Server;
 
 #[test]
 fn schemathesis_finds_no_server_error_and_no_departure_from_the_document() {
-    let seconds: u64 = std::env::var("SCHEMATHESIS_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
+    let seconds: u64 = common::env_or("SCHEMATHESIS_SECONDS", 60);
     let s = Server::start(&[]);
     // schemathesis keeps a cache folder in its working directory.
     let scratch = common::temp_dir();

@@ -38,10 +38,7 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[test]
 fn chaos_under_load() {
-    let seconds: u64 = std::env::var("CHAOS_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(30);
+    let seconds: u64 = common::env_or("CHAOS_SECONDS", 30);
     let s = Server::start(&[
         "--timeout",
         "2s",

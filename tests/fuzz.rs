@@ -22,32 +22,24 @@
 //! A failing case is saved (the panic message says where) so that it can
 //! be kept as a regression test.
 
+mod common;
+
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+use common::{corpus, env_or};
 
 use pixfork::engine::{self, Product};
 use pixfork::front::params::parse_request;
 use pixfork::proto::{self, Limits, ToWorker};
 
-fn corpus() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus")
-}
-
 fn budget() -> Duration {
-    let secs = std::env::var("FUZZ_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(20.0);
-    Duration::from_secs_f64(secs)
+    Duration::from_secs_f64(env_or("FUZZ_SECONDS", 20.0))
 }
 
 fn rng(target: u64) -> fastrand::Rng {
-    let seed = std::env::var("FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_2026_1201);
-    fastrand::Rng::with_seed(seed ^ target)
+    fastrand::Rng::with_seed(env_or("FUZZ_SEED", 0x5eed_2026_1201u64) ^ target)
 }
 
 /// Valid corpus files small enough to mutate quickly.

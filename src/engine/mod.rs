@@ -139,28 +139,40 @@ fn first_op_need(
     autorotate: bool,
     tuning: &Tuning,
 ) -> Option<impl Fn(u32, u32, Orientation) -> Option<decode::Wanted>> {
-    let (width, height, fit, enlarge, blur) = match op? {
+    /// What the closure below plans for.
+    enum First {
+        Resize {
+            width: Option<u32>,
+            height: Option<u32>,
+            fit: crate::proto::Fit,
+            enlarge: bool,
+        },
+        Blur(f32),
+    }
+    let first = match op? {
         Op::Resize {
             width,
             height,
             fit,
             enlarge,
             ..
-        } => (*width, *height, *fit, *enlarge, None),
-        Op::Thumbnail { width, height, .. } => (
-            Some(*width),
-            Some(*height),
-            crate::proto::Fit::Cover,
-            false,
-            None,
-        ),
-        Op::Blur { sigma } if tuning.fast_blur => {
-            (None, None, crate::proto::Fit::Contain, false, Some(*sigma))
-        }
+        } => First::Resize {
+            width: *width,
+            height: *height,
+            fit: *fit,
+            enlarge: *enlarge,
+        },
+        Op::Thumbnail { width, height, .. } => First::Resize {
+            width: Some(*width),
+            height: Some(*height),
+            fit: crate::proto::Fit::Cover,
+            enlarge: false,
+        },
+        Op::Blur { sigma } if tuning.fast_blur => First::Blur(*sigma),
         _ => return None,
     };
-    Some(move |w, h, orientation| {
-        if let Some(sigma) = blur {
+    Some(move |w, h, orientation| match first {
+        First::Blur(sigma) => {
             // Blur is the same upright or not; the size check is symmetric.
             // At most 1/2: the blur repeats the outermost decoded pixels
             // outwards, and at 1/d each is the mean of d source columns,
@@ -168,25 +180,32 @@ fn first_op_need(
             // to (d-1)/2d of its contrast; at 1/2 that is a quarter, at 1/8
             // nearly half (78 levels in the engine test).
             let k = effects::blur_scale(sigma, (w, h)).min(2);
-            return Some(decode::Wanted {
+            Some(decode::Wanted {
                 least: (w / k, h / k),
                 coarse: k >= 2,
-            });
+            })
         }
-        let orientation = if autorotate {
-            orientation
-        } else {
-            Orientation::NoTransforms
-        };
-        let (uw, uh) = upright_size(w, h, orientation);
-        let upright_need = geometry::plan_resize(uw, uh, width, height, fit, enlarge)
-            .ok()?
-            .scaled;
-        // Back to stored axes: the same swap, undone.
-        Some(decode::Wanted {
-            least: upright_size(upright_need.0, upright_need.1, orientation),
-            coarse: false,
-        })
+        First::Resize {
+            width,
+            height,
+            fit,
+            enlarge,
+        } => {
+            let orientation = if autorotate {
+                orientation
+            } else {
+                Orientation::NoTransforms
+            };
+            let (uw, uh) = upright_size(w, h, orientation);
+            let upright_need = geometry::plan_resize(uw, uh, width, height, fit, enlarge)
+                .ok()?
+                .scaled;
+            // Back to stored axes: the same swap, undone.
+            Some(decode::Wanted {
+                least: upright_size(upright_need.0, upright_need.1, orientation),
+                coarse: false,
+            })
+        }
     })
 }
 

@@ -1062,12 +1062,36 @@ fn exact_gaussian(img: &image::RgbImage, sigma: f64) -> Vec<f64> {
     out
 }
 
-#[test]
-fn fast_blur_stays_close_to_an_exact_gaussian() {
+/// A `w` x `h` crop of the portrait photo at (300, 100), as RGB8.
+fn portrait_crop(w: u32, h: u32) -> image::RgbImage {
     let photo = image::load_from_memory(&read(PORTRAIT))
         .expect("decode")
         .to_rgb8();
-    let crop = image::imageops::crop_imm(&photo, 300, 100, 240, 180).to_image();
+    image::imageops::crop_imm(&photo, 300, 100, w, h).to_image()
+}
+
+/// How far `out` is from `exact` (same layout, RGB), in 0-255 levels: the
+/// mean absolute error, and the largest error inside and within `band`
+/// pixels of a border (with `band` 0 everything is inside).
+fn blur_errors(out: &image::RgbImage, exact: &[f64], band: u32) -> (f64, f64, f64) {
+    let (w, h) = out.dimensions();
+    let (mut sum, mut inside, mut border) = (0.0, 0.0f64, 0.0f64);
+    for (i, (a, b)) in out.as_raw().iter().zip(exact).enumerate() {
+        let d = (f64::from(*a) - b).abs();
+        let (x, y) = ((i / 3) as u32 % w, (i / 3) as u32 / w);
+        sum += d;
+        if x < band || y < band || x + band >= w || y + band >= h {
+            border = border.max(d);
+        } else {
+            inside = inside.max(d);
+        }
+    }
+    (sum / out.as_raw().len() as f64, inside, border)
+}
+
+#[test]
+fn fast_blur_stays_close_to_an_exact_gaussian() {
+    let crop = portrait_crop(240, 180);
     let input = DynamicImage::ImageRgb8(crop.clone());
     // (sigma, largest mean and max abs error allowed, in 0-255 levels).
     // Below sigma 2 the error is libblur's fixed-point rounding; above, the
@@ -1082,14 +1106,7 @@ fn fast_blur_stays_close_to_an_exact_gaussian() {
     ] {
         let fast = effects::blur(&input, sigma, true).expect("blur").to_rgb8();
         let exact = exact_gaussian(&crop, f64::from(sigma));
-        let diffs: Vec<f64> = fast
-            .as_raw()
-            .iter()
-            .zip(&exact)
-            .map(|(a, b)| (f64::from(*a) - b).abs())
-            .collect();
-        let mean = diffs.iter().sum::<f64>() / diffs.len() as f64;
-        let max = diffs.iter().copied().fold(0.0, f64::max);
+        let (mean, max, _) = blur_errors(&fast, &exact, 0);
         eprintln!("blur sigma {sigma}: mean abs error {mean:.3}, max {max:.2} levels vs exact");
         assert!(
             mean <= mean_bound,
@@ -1106,10 +1123,7 @@ fn fast_blur_stays_close_to_an_exact_gaussian() {
 fn blur_on_a_shrunk_jpeg_decode_stays_close_to_an_exact_gaussian() {
     // A JPEG of odd size (libjpeg's 1/d decode rounds up, so the last
     // small pixel covers less than d source pixels).
-    let photo = image::load_from_memory(&read(PORTRAIT))
-        .expect("decode")
-        .to_rgb8();
-    let crop = image::imageops::crop_imm(&photo, 300, 100, 241, 181).to_image();
+    let crop = portrait_crop(241, 181);
     // 4:2:0, as most photos: the chroma is then decoded by a full 8x8
     // inverse DCT even at 1/2, the fast integer one on this path.
     let input =
@@ -1143,20 +1157,8 @@ fn blur_on_a_shrunk_jpeg_decode_stays_close_to_an_exact_gaussian() {
         assert_eq!(small.dimensions(), crop.dimensions(), "sigma {sigma}");
         assert_ne!(small, full, "sigma {sigma}: the small decode was not used");
         let exact = exact_gaussian(&reference, f64::from(sigma));
-        let (w, h) = crop.dimensions();
         let band = (2.0 * sigma).ceil() as u32;
-        let (mut sum, mut inside, mut border) = (0.0, 0.0f64, 0.0f64);
-        for (i, (a, b)) in small.as_raw().iter().zip(&exact).enumerate() {
-            let d = (f64::from(*a) - b).abs();
-            let (x, y) = ((i / 3) as u32 % w, (i / 3) as u32 / w);
-            sum += d;
-            if x < band || y < band || x + band >= w || y + band >= h {
-                border = border.max(d);
-            } else {
-                inside = inside.max(d);
-            }
-        }
-        let mean = sum / small.as_raw().len() as f64;
+        let (mean, inside, border) = blur_errors(&small, &exact, band);
         eprintln!(
             "blur sigma {sigma} on a shrunk decode: mean abs error {mean:.3}, \
              max {inside:.2} inside, {border:.2} near a border"

@@ -16,6 +16,15 @@ pub fn corpus() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus")
 }
 
+/// `name` from the environment, parsed, or `default` when unset or not a
+/// `T` (the knobs of the long-running tests: seconds, seeds).
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 pub fn corpus_file(rel: &str) -> Vec<u8> {
     let p = corpus().join(rel);
     std::fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))

@@ -18,8 +18,8 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use pixfork::catalogue::parse_task;
 use pixfork::engine::{self, Product, Tuning};
-use pixfork::front::params::parse_task;
 use pixfork::proto::Limits;
 
 fn main() -> ExitCode {

@@ -1,4 +1,6 @@
-//! Command-line flags of both binaries, and the value parsers they share.
+//! Command-line flags of the master, and the value parsers they use. (The
+//! worker's own flags are in [`worker`](crate::worker): the master passes
+//! them, people do not.)
 //!
 //! Every master flag can also be set through an environment variable
 //! (`PIXFORK_<FLAG>`), which is how the systemd unit and containers configure
@@ -10,7 +12,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use crate::proto::Limits;
+use crate::net::Network;
+use crate::proto::{Limits, WorkerSched};
 
 /// Parses `30s`, `500ms`, `2m`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -28,29 +31,6 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .parse::<bytesize::ByteSize>()
         .map(|b| b.as_u64())
         .map_err(|e| format!("invalid size {s:?}: {e} (try 32MiB)"))
-}
-
-/// Linux scheduling policy of the workers (`--worker-sched`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum WorkerSched {
-    /// The normal time-sharing policy, at `--worker-nice`.
-    Other,
-    /// SCHED_BATCH: treated as CPU-bound, never preempts on wake-up.
-    Batch,
-    /// SCHED_IDLE: runs whenever no normal-priority task wants the CPU, so
-    /// the front (and anything else on the machine) preempts a worker at
-    /// once; `--worker-nice` is then moot.
-    Idle,
-}
-
-impl WorkerSched {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WorkerSched::Other => "other",
-            WorkerSched::Batch => "batch",
-            WorkerSched::Idle => "idle",
-        }
-    }
 }
 
 /// Output style of the logs.
@@ -209,8 +189,8 @@ pub struct MasterArgs {
     /// Non-public networks URL sources and job callbacks may reach anyway,
     /// comma-separated CIDRs (`10.1.0.0/16`, `127.0.0.1/32`); every other
     /// private address stays refused, redirects included.
-    #[arg(long, env = "PIXFORK_ALLOWED_PRIVATE_NETWORKS", value_delimiter = ',', value_parser = crate::front::fetch::Network::parse)]
-    pub allowed_private_networks: Vec<crate::front::fetch::Network>,
+    #[arg(long, env = "PIXFORK_ALLOWED_PRIVATE_NETWORKS", value_delimiter = ',', value_parser = Network::parse)]
+    pub allowed_private_networks: Vec<Network>,
 
     /// Hosts a background job's `callback_url` may name, comma-separated
     /// (`hooks.example.com`, or `*.example.com`) [default: any host whose
@@ -255,56 +235,6 @@ impl MasterArgs {
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
-}
-
-/// Flags of `pixfork-worker`. The master passes them; people do not run
-/// workers by hand.
-#[derive(Debug, Clone, Parser)]
-#[command(
-    name = "pixfork-worker",
-    version,
-    about = "pixfork image worker (started by pixfork)"
-)]
-pub struct WorkerArgs {
-    /// The inherited Unix socket connected to the master.
-    #[arg(long, default_value_t = 3)]
-    pub fd: i32,
-
-    /// Slot number, for logs.
-    #[arg(long, default_value_t = 0)]
-    pub slot: usize,
-
-    /// The master's pid: if it is already gone at start-up, exit at once.
-    #[arg(long)]
-    pub parent_pid: Option<i32>,
-
-    /// Largest request payload accepted from the master.
-    #[arg(long, default_value = "32MiB", value_parser = parse_size)]
-    pub max_payload: u64,
-
-    /// Niceness to run at (0 = same priority as the master).
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
-    pub nice: i32,
-
-    /// Scheduling policy to run under.
-    #[arg(long, value_enum, default_value_t = WorkerSched::Other)]
-    pub sched: WorkerSched,
-
-    /// Pin this worker to one CPU.
-    #[arg(long)]
-    pub cpu: Option<usize>,
-
-    /// Address-space limit (RLIMIT_AS) in bytes.
-    #[arg(long)]
-    pub memory_limit: Option<u64>,
-
-    /// Serve without the seccomp sandbox.
-    #[arg(long)]
-    pub no_sandbox: bool,
-
-    /// When started as root, switch to this user after the hello.
-    #[arg(long)]
-    pub user: Option<String>,
 }
 
 #[cfg(test)]

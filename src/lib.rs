@@ -8,22 +8,39 @@
 //!
 //! # Layout
 //!
+//! Imports only point down this list (`tests/layout.rs` checks it;
+//! ARCHITECTURE.md draws the map):
+//!
+//! - [`master`]: wires flags, listener, pool, jobs and front together, and
+//!   handles the signals (drain, reload, one worker more or less).
+//! - [`config`]: the master's flags and their value parsers.
+//! - [`systemd`]: sd_notify, the watchdog and socket activation.
+//! - [`front`]: the hyper service: routes (image, jobs, status), body
+//!   limits, JSON errors.
+//! - [`jobs`]: durable background jobs: the SQLite and Redis stores, the
+//!   runner, callbacks. No HTTP routing.
+//! - [`catalogue`]: every op and its parameters in one table, and the
+//!   parser that reads it (query string to [`proto::Task`]).
+//! - [`net`]: outbound HTTP to client-chosen addresses: the SSRF guard, URL
+//!   sources, job callbacks.
+//! - [`pool`]: slots, dispatch queue, deadlines, spawning and respawning
+//!   workers.
+//! - [`metrics`]: the Prometheus registry.
+//! - [`worker`]: the worker's flags and the blocking serve loop of
+//!   `pixfork-worker` around the engine.
+//! - [`sandbox`]: the worker's seccomp allow-list and privilege drop.
+//! - [`engine`]: decode / ops / encode under limits. Pure functions, run
+//!   only inside worker processes.
 //! - [`proto`]: the wire types and framing; the only place bincode appears.
-//! - [`engine`]: decode / ops / encode under limits. Pure functions, run only
-//!   inside worker processes.
-//! - [`worker`]: the blocking serve loop of `pixfork-worker` around the engine.
-//! - [`pool`]: slots, dispatch queue, deadlines, spawning and respawning workers.
-//! - [`front`]: the hyper service: routes, parameters, limits, JSON errors.
-//! - [`master`]: wires flags, listener, pool and front together, and drains on
-//!   SIGTERM/SIGINT.
-//! - [`config`]: the flags shared by both binaries (sizes, durations).
 
+pub mod catalogue;
 pub mod config;
 pub mod engine;
 pub mod front;
 pub mod jobs;
 pub mod master;
 pub mod metrics;
+pub mod net;
 pub mod pool;
 pub mod proto;
 pub mod sandbox;

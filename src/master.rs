@@ -10,6 +10,7 @@ use crate::config::MasterArgs;
 use crate::front::{self, App, FrontConfig};
 use crate::jobs::{Jobs, JobsConfig};
 use crate::metrics::Metrics;
+use crate::net::SourceConfig;
 use crate::pool::{Pool, PoolConfig, SpawnError};
 use crate::systemd;
 
@@ -131,7 +132,7 @@ pub async fn run(args: MasterArgs, listener: TcpListener) -> Result<(), MasterEr
         metrics.clone(),
     )
     .await?;
-    let guard = |enabled: bool, hosts: &[String], max_redirects: u32| front::fetch::SourceConfig {
+    let guard = |enabled: bool, hosts: &[String], max_redirects: u32| SourceConfig {
         enabled,
         allowed_hosts: hosts
             .iter()

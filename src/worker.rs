@@ -10,21 +10,65 @@ use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use crate::config::WorkerArgs;
+use clap::Parser;
+
 use crate::engine::{self, Product};
 use crate::proto::{
     self, ErrorKind, FromWorker, Hello, Outcome, ProtoError, Reply, ToWorker, WorkError,
+    WorkerSched,
 };
 
-/// Exit code of a worker that caught a panic: it has answered the request
-/// with an internal error, and exits so a fresh process takes the slot
-/// rather than trusting state a panic may have left half-updated.
-pub const EXIT_AFTER_PANIC: i32 = 70;
+/// Flags of `pixfork-worker`. The master passes them; people do not run
+/// workers by hand.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "pixfork-worker",
+    version,
+    about = "pixfork image worker (started by pixfork)"
+)]
+pub struct WorkerArgs {
+    /// The inherited Unix socket connected to the master.
+    #[arg(long, default_value_t = 3)]
+    pub fd: i32,
 
-/// Exit code of a worker whose allocation failed (usually its
-/// `--worker-memory-limit`): the master turns it into a clear
-/// `worker_out_of_memory` instead of a generic crash.
-pub const EXIT_OUT_OF_MEMORY: i32 = 71;
+    /// Slot number, for logs.
+    #[arg(long, default_value_t = 0)]
+    pub slot: usize,
+
+    /// The master's pid: if it is already gone at start-up, exit at once.
+    #[arg(long)]
+    pub parent_pid: Option<i32>,
+
+    /// Largest request payload accepted from the master, in bytes.
+    #[arg(long, default_value_t = 32 << 20)]
+    pub max_payload: u64,
+
+    /// Niceness to run at (0 = same priority as the master).
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub nice: i32,
+
+    /// Scheduling policy to run under.
+    #[arg(long, value_enum, default_value_t = WorkerSched::Other)]
+    pub sched: WorkerSched,
+
+    /// Pin this worker to one CPU.
+    #[arg(long)]
+    pub cpu: Option<usize>,
+
+    /// Address-space limit (RLIMIT_AS) in bytes.
+    #[arg(long)]
+    pub memory_limit: Option<u64>,
+
+    /// Serve without the seccomp sandbox.
+    #[arg(long)]
+    pub no_sandbox: bool,
+
+    /// When started as root, switch to this user after the hello.
+    #[arg(long)]
+    pub user: Option<String>,
+}
+
+pub use crate::proto::{EXIT_AFTER_PANIC, EXIT_OUT_OF_MEMORY};
 
 /// The worker's global allocator: the system allocator, except that a failed
 /// allocation ends the process with [`EXIT_OUT_OF_MEMORY`] instead of the
@@ -116,9 +160,9 @@ fn apply_tuning(args: &WorkerArgs) -> Result<(), WorkerError> {
         }
     }
     let policy = match args.sched {
-        crate::config::WorkerSched::Other => None,
-        crate::config::WorkerSched::Batch => Some(nix::libc::SCHED_BATCH),
-        crate::config::WorkerSched::Idle => Some(nix::libc::SCHED_IDLE),
+        WorkerSched::Other => None,
+        WorkerSched::Batch => Some(nix::libc::SCHED_BATCH),
+        WorkerSched::Idle => Some(nix::libc::SCHED_IDLE),
     };
     if let Some(policy) = policy {
         let param = nix::libc::sched_param { sched_priority: 0 };

@@ -9,7 +9,7 @@
 //!   loudly. Every case must also finish within a bound (a hang is a bug).
 //! - `frames`: the wire (`proto::read_frame`) on mutated valid frames: a
 //!   typed error or a message, never a panic, never a payload past the cap.
-//! - `params`: the query parser (`front::params::parse_request`) on random
+//! - `params`: the query parser (`catalogue::parse_request`) on random
 //!   strings built from real names, values and hostile characters.
 //!
 //! These are not coverage-guided (cargo-fuzz needs a nightly compiler);
@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 
 use common::{corpus, env_or};
 
+use pixfork::catalogue::parse_request;
 use pixfork::engine::{self, Product};
-use pixfork::front::params::parse_request;
 use pixfork::proto::{self, Limits, ToWorker};
 
 fn budget() -> Duration {

@@ -2,7 +2,7 @@
 //! Unix socket. See `pixfork::worker` for the loop.
 
 use clap::Parser;
-use pixfork::config::WorkerArgs;
+use pixfork::worker::WorkerArgs;
 use pixfork::worker::{self, ExitOnOom, WorkerError, EXIT_AFTER_PANIC};
 
 /// Failed allocations exit with a code of their own (see `ExitOnOom`).

@@ -11,7 +11,7 @@ use image::error::{ImageError, LimitErrorKind};
 
 use crate::proto::{ErrorKind, OutputFormat, WorkError};
 
-use super::sniff::InputFormat;
+use super::format::InputFormat;
 
 /// Longest message we pass on; decoder errors can embed long dumps.
 const MAX_MESSAGE: usize = 200;

@@ -34,6 +34,7 @@ mod decode;
 mod effects;
 mod encode;
 mod error;
+mod format;
 mod geometry;
 mod libjpeg;
 mod limits;

@@ -5,19 +5,19 @@ use http_body_util::Full;
 use hyper::{header, Response, StatusCode};
 use serde::Serialize;
 
+use crate::catalogue::ParamError;
+use crate::net::FetchError;
 use crate::pool::PoolError;
-use crate::proto::{ErrorKind, WorkError};
+use crate::proto::WorkError;
 
 /// Everything that can go wrong with a request, as the client sees it.
 /// Each variant has one status and one stable `code` string.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("{message}")]
-    BadParameter { param: String, message: String },
-    #[error("unknown parameter {0:?} for this operation")]
-    UnknownParameter(String),
-    #[error("unknown operation {0:?}; see the README for the list")]
-    UnknownOp(String),
+    /// A parameter (or operation name) the catalogue refuses: 400 naming
+    /// the parameter, 404 for an unknown operation.
+    #[error(transparent)]
+    Param(#[from] ParamError),
     #[error("no route for {0}")]
     NotFound(String),
     #[error("method {method} not allowed here; use {allow}")]
@@ -38,7 +38,7 @@ pub enum ApiError {
     /// A URL source that could not be fetched (403, 413, 502, 504; 400 for
     /// a bad `url`).
     #[error(transparent)]
-    Source(#[from] crate::front::fetch::FetchError),
+    Source(#[from] FetchError),
     /// Errors of the jobs API (409 not done, 410 expired, 503 store down...).
     #[error("{message}")]
     Job {
@@ -64,21 +64,18 @@ struct Inner<'a> {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadParameter { .. } | ApiError::UnknownParameter(_) | ApiError::EmptyBody => {
-                StatusCode::BAD_REQUEST
+            ApiError::Param(p) => {
+                StatusCode::from_u16(p.status()).unwrap_or(StatusCode::BAD_REQUEST)
             }
+            ApiError::EmptyBody => StatusCode::BAD_REQUEST,
             ApiError::BodyRead(_) => StatusCode::BAD_REQUEST,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            ApiError::UnknownOp(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Work(w) => match w.kind {
-                ErrorKind::BadParameter => StatusCode::BAD_REQUEST,
-                ErrorKind::Unsupported => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                ErrorKind::Corrupt => StatusCode::UNPROCESSABLE_ENTITY,
-                ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-                ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            },
+            ApiError::Work(w) => {
+                StatusCode::from_u16(w.kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }
             ApiError::Job { status, .. } => *status,
             ApiError::Source(f) => f.status(),
             ApiError::Pool(p) => match p {
@@ -96,22 +93,14 @@ impl ApiError {
     /// Stable machine-readable code, documented in the README.
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::BadParameter { .. } => "bad_parameter",
-            ApiError::UnknownParameter(_) => "unknown_parameter",
-            ApiError::UnknownOp(_) => "unknown_op",
+            ApiError::Param(p) => p.code(),
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::BodyTooLarge { .. } => "body_too_large",
             ApiError::EmptyBody => "empty_body",
             ApiError::BodyRead(_) => "bad_body",
             ApiError::BodyTimeout(_) => "body_timeout",
-            ApiError::Work(w) => match w.kind {
-                ErrorKind::BadParameter => "bad_parameter",
-                ErrorKind::Unsupported => "unsupported_format",
-                ErrorKind::Corrupt => "corrupt_image",
-                ErrorKind::TooLarge => "image_too_large",
-                ErrorKind::Internal => "internal_error",
-            },
+            ApiError::Work(w) => w.kind.code(),
             ApiError::Job { code, .. } => code,
             ApiError::Source(f) => f.code(),
             ApiError::Pool(p) => match p {
@@ -127,9 +116,9 @@ impl ApiError {
 
     fn param(&self) -> Option<&str> {
         match self {
-            ApiError::BadParameter { param, .. } => Some(param),
-            ApiError::UnknownParameter(p) => Some(p),
-            ApiError::Source(crate::front::fetch::FetchError::BadUrl(_)) => Some("url"),
+            ApiError::Param(ParamError::BadParameter { param, .. }) => Some(param),
+            ApiError::Param(ParamError::UnknownParameter(p)) => Some(p),
+            ApiError::Source(FetchError::BadUrl(_)) => Some("url"),
             _ => None,
         }
     }
@@ -165,8 +154,5 @@ impl ApiError {
 
 /// Shorthand for a parameter error that names the parameter.
 pub fn bad(param: &str, message: impl Into<String>) -> ApiError {
-    ApiError::BadParameter {
-        param: param.to_string(),
-        message: message.into(),
-    }
+    ApiError::Param(crate::catalogue::bad(param, message))
 }

@@ -1,13 +1,15 @@
 //! `GET /openapi.json`: an OpenAPI 3.0 description of the whole HTTP API.
 //!
-//! Generated at request time from the same [`OPS`](super::params::OPS)
+//! Generated at request time from the same [`OPS`](crate::catalogue::OPS)
 //! table the parser reads, so every route's query parameters, types, ranges
 //! and defaults are exactly what the service accepts: the document cannot
 //! drift from the code. Test ops never appear.
 
 use serde_json::{json, Map, Value as Json};
 
-use super::params::{public_ops, Kind, ParamSpec, COLOR_PATTERN, MAX_PIPELINE_OPS, OUTPUT_PARAMS};
+use crate::catalogue::{
+    public_ops, Kind, ParamSpec, COLOR_PATTERN, MAX_PIPELINE_OPS, OUTPUT_PARAMS,
+};
 
 /// JSON Schema (OpenAPI 3.0 dialect) of one query parameter's value.
 fn schema_of(p: &ParamSpec) -> Json {

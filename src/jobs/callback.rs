@@ -5,7 +5,7 @@
 //! The URL lives in the job's stored query string, so whichever instance
 //! finishes the job (with Redis, not always the one that took it) sends the
 //! callback. Every attempt goes through the SSRF guard of URL sources
-//! ([`fetch::post_json`]): the name is resolved and each address checked
+//! ([`net::post_json`]): the name is resolved and each address checked
 //! at send time, so a name that later points at a private address is
 //! refused.
 //!
@@ -22,11 +22,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::StatusCode;
 
-use super::model::Lookup;
+use super::model::{status_json, Lookup};
 use super::Inner;
-use crate::front::fetch::{self, FetchError};
-use crate::front::params::CALLBACK_PARAM;
+use crate::catalogue::CALLBACK_PARAM;
 use crate::metrics::ResultLabels;
+use crate::net::{self, FetchError};
 
 /// Waits before the second, third and fourth attempt.
 const RETRY_AFTER: [Duration; 3] = [
@@ -83,7 +83,7 @@ async fn deliver(inner: &Inner, id: &str, url: &str) -> &'static str {
     // Read back what was just written, so the receiver gets exactly what a
     // poll would show (timestamps, attempts, error).
     let body = match inner.store.get(id).await {
-        Ok(Lookup::Found(rec)) => match serde_json::to_vec(&super::http::status_json(&rec)) {
+        Ok(Lookup::Found(rec)) => match serde_json::to_vec(&status_json(&rec)) {
             Ok(b) => Bytes::from(b),
             Err(e) => {
                 tracing::warn!(job_id = %id, "cannot encode the callback: {e}");
@@ -102,7 +102,7 @@ async fn deliver(inner: &Inner, id: &str, url: &str) -> &'static str {
     let mut stop = inner.stop.subscribe();
     let cfg = &inner.cfg.callbacks;
     for attempt in 0..=RETRY_AFTER.len() {
-        match classify(fetch::post_json(cfg, url, body.clone()).await) {
+        match classify(net::post_json(cfg, url, body.clone()).await) {
             Attempt::Delivered(status) => {
                 tracing::info!(job_id = %id, %status, attempt = attempt + 1, "job callback delivered");
                 return "delivered";

@@ -1,6 +1,7 @@
-//! Durable background jobs: `POST /v1/jobs/{op}` stores the job and answers
-//! 202 at once; a runner executes it on the shared worker pool; the client
-//! polls `GET /v1/jobs/{id}` and fetches `GET /v1/jobs/{id}/result`.
+//! Durable background jobs: the front stores a job ([`Jobs::submit`]) and
+//! answers 202 at once; a runner executes it on the shared worker pool; the
+//! client polls its status and fetches its result (the routes are in the
+//! front; this module knows nothing of HTTP).
 //!
 //! # Pieces
 //!
@@ -10,8 +11,8 @@
 //!   enum so everything else is written once.
 //! - `runner`: claims jobs while one of `--job-slots` permits is free, runs
 //!   them with [`Pool::run`], writes their end; and the TTL sweeper.
-//! - `http`: the routes.
-//! - `callback`: the POST to a job's `callback_url` when it ends.
+//! - `callback`: the POST to a job's `callback_url` when it ends (through
+//!   the outbound client, [`net`](crate::net)).
 //!
 //! # Guarantees
 //!
@@ -26,7 +27,6 @@
 //!   fails it with `job_poison`.
 
 mod callback;
-mod http;
 pub mod model;
 mod runner;
 pub mod store;
@@ -35,20 +35,19 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hyper::body::Incoming;
-use hyper::Request;
+use bytes::Bytes;
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::front::error::ApiError;
-use crate::front::fetch::SourceConfig;
-use crate::front::{App, Resp};
 use crate::metrics::Metrics;
+use crate::net::SourceConfig;
 use crate::pool::Pool;
 use crate::proto::Limits;
 
 pub use model::JobStats;
+use model::{now_ms, JobRecord, Lookup, NewJob, Removed, ResultLookup};
 use store::Store;
+pub use store::StoreError;
 
 /// How long [`Jobs::shutdown`] lets running jobs finish before handing them
 /// back to the queue (the front's default graceful timeout).
@@ -193,6 +192,65 @@ impl Jobs {
         tracing::info!("job system stopped");
     }
 
+    /// The decode limits a job's query is parsed under.
+    pub fn limits(&self) -> Limits {
+        self.inner.cfg.limits
+    }
+
+    /// Largest input (and result) of one job, `--max-job-bytes`.
+    pub fn max_job_bytes(&self) -> u64 {
+        self.inner.cfg.max_job_bytes
+    }
+
+    /// The guard a job's `callback_url` must pass.
+    pub fn callback_guard(&self) -> &SourceConfig {
+        &self.inner.cfg.callbacks
+    }
+
+    /// Stores a new job (durably: see the guarantees above) and wakes the
+    /// runner. `query` has been validated by the caller; it is stored as
+    /// sent and parsed again when the job runs. Returns the job's id.
+    pub async fn submit(
+        &self,
+        op: &str,
+        query: String,
+        input: Bytes,
+    ) -> Result<String, StoreError> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        self.inner
+            .store
+            .submit(NewJob {
+                id: id.clone(),
+                op: op.to_string(),
+                query,
+                input,
+                created_ms: now_ms(),
+            })
+            .await?;
+        self.inner.wake.notify_one();
+        Ok(id)
+    }
+
+    /// A job's record, for its status document.
+    pub async fn get(&self, id: &str) -> Result<Lookup<JobRecord>, StoreError> {
+        self.inner.store.get(id).await
+    }
+
+    /// A job's result, or why there is none.
+    pub async fn result(&self, id: &str) -> Result<ResultLookup, StoreError> {
+        self.inner.store.result(id).await
+    }
+
+    /// Cancels a queued job or removes a finished one.
+    pub async fn remove(&self, id: &str) -> Result<Removed, StoreError> {
+        self.inner.store.remove(id).await
+    }
+
+    /// Counts by status, or why the store cannot tell.
+    pub async fn try_stats(&self) -> Result<JobStats, StoreError> {
+        self.inner.store.stats().await
+    }
+
     /// Counts by status and the age of the oldest queued job. Never fails:
     /// when the store cannot be read, `available` is false.
     pub async fn stats(&self) -> JobStats {
@@ -204,11 +262,6 @@ impl Jobs {
             }
         }
     }
-}
-
-/// Serves `/v1/jobs` and `/v1/jobs/...`.
-pub async fn route(app: &App, req: Request<Incoming>, id: &str) -> Result<Resp, ApiError> {
-    http::route(app, req, id).await
 }
 
 /// `host:pid:random`: readable in a status JSON, unique across restarts

@@ -216,6 +216,33 @@ pub fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// A job's status document: what `GET /v1/jobs/{id}` answers and what a
+/// callback POSTs, built in one place so the two always agree.
+pub fn status_json(rec: &JobRecord) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "id": rec.id,
+        "op": rec.op,
+        "status": rec.status.as_str(),
+        "created_at": rfc3339(rec.created_ms),
+        "attempts": rec.attempts,
+        "status_url": format!("/v1/jobs/{}", rec.id),
+        "result_url": format!("/v1/jobs/{}/result", rec.id),
+    });
+    if let Some(t) = rec.started_ms {
+        v["started_at"] = serde_json::json!(rfc3339(t));
+    }
+    if let Some(t) = rec.finished_ms {
+        v["finished_at"] = serde_json::json!(rfc3339(t));
+    }
+    if let Some(i) = &rec.instance {
+        v["instance"] = serde_json::json!(i);
+    }
+    if let Some(e) = &rec.error {
+        v["error"] = serde_json::json!({"code": e.code, "message": e.message});
+    }
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

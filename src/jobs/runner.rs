@@ -22,9 +22,9 @@ use super::model::{
 };
 use super::store::poison_message;
 use super::Inner;
-use crate::front::error::ApiError;
+use crate::catalogue::{self, ParamError};
 use crate::pool::{Done, PoolError};
-use crate::proto::Outcome;
+use crate::proto::{Outcome, WorkError};
 
 /// With nothing queued, the SQLite runner sleeps until a submission wakes
 /// it; this is only the safety net for a missed wake-up.
@@ -176,9 +176,9 @@ async fn commit(inner: &Inner, job: &Claimed, step: &Step) -> Option<bool> {
 async fn attempt(inner: &Inner, job: &Claimed) -> Step {
     // Parsed again from the stored query: the same validation as at
     // submission, under the limits this instance runs with.
-    let task = match crate::front::params::parse_job(&job.op, Some(&job.query), inner.cfg.limits) {
+    let task = match catalogue::parse_job(&job.op, Some(&job.query), inner.cfg.limits) {
         Ok((t, _callback)) => t,
-        Err(e) => return Step::Finish(Finished::Failed(job_error(&e))),
+        Err(e) => return Step::Finish(Finished::Failed(param_error(&e))),
     };
     let mut abandon = inner.abandon.subscribe();
     let mut backoff = BACKOFF_MIN;
@@ -275,15 +275,26 @@ fn outcome(inner: &Inner, done: Done) -> Finished {
             }),
         },
         // The same status and code as the synchronous route.
-        Outcome::Error(w) => Finished::Failed(job_error(&ApiError::Work(w))),
+        Outcome::Error(w) => Finished::Failed(work_error(w)),
     }
 }
 
-fn job_error(e: &ApiError) -> JobError {
+/// A stored query the parser refuses (limits changed since submission):
+/// the same status and code as the synchronous route.
+fn param_error(e: &ParamError) -> JobError {
     JobError {
-        status: e.status().as_u16(),
+        status: e.status(),
         code: e.code().to_string(),
         message: e.to_string(),
+    }
+}
+
+/// The engine's typed failure, as the synchronous route would answer it.
+fn work_error(w: WorkError) -> JobError {
+    JobError {
+        status: w.kind.status(),
+        code: w.kind.code().to_string(),
+        message: w.message,
     }
 }
 

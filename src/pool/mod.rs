@@ -41,7 +41,7 @@ pub struct PoolConfig {
     /// Niceness of worker processes (the front keeps its own priority).
     pub worker_nice: i32,
     /// Scheduling policy of worker processes.
-    pub worker_sched: crate::config::WorkerSched,
+    pub worker_sched: crate::proto::WorkerSched,
     /// Pin slot i to the i-th allowed CPU (modulo their number).
     pub pin_workers: bool,
     /// Address-space limit of each worker (RLIMIT_AS), in bytes.

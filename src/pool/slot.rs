@@ -13,7 +13,7 @@ use super::spawn::{describe_exit, spawn_worker, Worker};
 use super::{Done, PoolError, Shared, SlotCmd, SlotState, SlotStatus};
 use crate::metrics::DeathReason;
 use crate::proto::Request;
-use crate::worker::EXIT_OUT_OF_MEMORY;
+use crate::proto::EXIT_OUT_OF_MEMORY;
 
 /// A worker that lived at least this long resets the crash-loop backoff.
 const HEALTHY_AFTER: Duration = Duration::from_secs(5);

@@ -6,12 +6,14 @@
 //! back. Every bincode call lives in this module.
 
 pub mod frame;
+pub mod launch;
 pub mod types;
 
 pub use frame::{
     decode_header, encode_header, read_frame, read_frame_async, write_frame, write_frame_async,
     ProtoError, MAX_HEADER_LEN,
 };
+pub use launch::{WorkerSched, EXIT_AFTER_PANIC, EXIT_OUT_OF_MEMORY};
 pub use types::*;
 
 /// Bumped whenever a message changes shape. The first frame each way is a

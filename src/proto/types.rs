@@ -424,3 +424,30 @@ pub enum ErrorKind {
     /// A bug: the engine panicked or failed to encode. 500.
     Internal,
 }
+
+impl ErrorKind {
+    /// The HTTP status the API answers this kind with. Here, beside the
+    /// kind, so that the synchronous routes and the job runner (which
+    /// stores it with a failed job) cannot answer the same failure
+    /// differently.
+    pub fn status(self) -> u16 {
+        match self {
+            ErrorKind::BadParameter => 400,
+            ErrorKind::Unsupported => 415,
+            ErrorKind::Corrupt => 422,
+            ErrorKind::TooLarge => 413,
+            ErrorKind::Internal => 500,
+        }
+    }
+
+    /// The stable error code of the API's JSON errors.
+    pub fn code(self) -> &'static str {
+        match self {
+            ErrorKind::BadParameter => "bad_parameter",
+            ErrorKind::Unsupported => "unsupported_format",
+            ErrorKind::Corrupt => "corrupt_image",
+            ErrorKind::TooLarge => "image_too_large",
+            ErrorKind::Internal => "internal_error",
+        }
+    }
+}

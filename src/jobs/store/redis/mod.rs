@@ -30,19 +30,23 @@ use std::time::{Duration, Instant};
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::streams::{StreamAutoClaimReply, StreamId, StreamInfoConsumersReply, StreamReadReply};
-use ::redis::{Client, RedisError, Script, Value};
+use ::redis::{Client, RedisError, Value};
 use bytes::Bytes;
 
+mod decode;
+mod scripts;
+
+use self::decode::{dims, entry_job_id, int, record, text};
+use self::scripts::{
+    gone_key, input_key, job_key, result_key, set_key, stream_key, Scripts, CONSUMER_FORGET, GROUP,
+};
 use super::StoreError;
 use crate::jobs::model::{
-    millis, now_ms, Claimed, Dims, Finished, JobError, JobRecord, JobStats, Lookup, NewJob,
-    Removed, Requeue, ResultLookup, Status, MAX_CRASHES, POISON_CODE, POISON_STATUS,
-    TOMBSTONE_KEEP,
+    millis, now_ms, Claimed, Finished, JobError, JobRecord, JobStats, Lookup, NewJob, Removed,
+    Requeue, ResultLookup, Status, MAX_CRASHES, POISON_CODE, POISON_STATUS, TOMBSTONE_KEEP,
 };
 use crate::jobs::JobsError;
 
-const PREFIX: &str = "pixfork";
-const GROUP: &str = "pixfork-runners";
 /// How long one `XREADGROUP` waits for a new entry. Short, so a stopping
 /// instance is not held up by it.
 const READ_BLOCK: Duration = Duration::from_millis(1000);
@@ -50,179 +54,6 @@ const READ_BLOCK: Duration = Duration::from_millis(1000);
 /// `--max-job-bytes`, so this is generous.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-
-fn stream_key() -> String {
-    format!("{PREFIX}:jobs:stream")
-}
-fn set_key(status: &str) -> String {
-    format!("{PREFIX}:jobs:{status}")
-}
-fn job_key(id: &str) -> String {
-    format!("{PREFIX}:job:{id}")
-}
-fn input_key(id: &str) -> String {
-    format!("{PREFIX}:job:{id}:input")
-}
-fn result_key(id: &str) -> String {
-    format!("{PREFIX}:job:{id}:result")
-}
-fn gone_key(id: &str) -> String {
-    format!("{PREFIX}:job:{id}:gone")
-}
-
-/// Takes a stream entry for this instance. `skip`: the job was deleted or
-/// already finished (the entry is dropped). A job found `running` was cut
-/// off on a dead instance: one more crash, and poison at the limit.
-const CLAIM: &str = r#"
--- KEYS: 1 hash, 2 stream, 3 queued, 4 running, 5 failed, 6 input, 7 gone
--- ARGV: 1 group, 2 entry, 3 token, 4 instance, 5 now, 6 max crashes,
---       7 poison message, 8 ttl ms, 9 tombstone ms, 10 id, 11 poison status, 12 poison code
-local st = redis.call('HGET', KEYS[1], 'status')
-if (not st) or st == 'done' or st == 'failed' then
-  redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
-  redis.call('XDEL', KEYS[2], ARGV[2])
-  return {'skip'}
-end
-if st == 'running' then
-  local crashes = redis.call('HINCRBY', KEYS[1], 'crashes', 1)
-  if crashes >= tonumber(ARGV[6]) then
-    redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_ms', ARGV[5],
-      'error_status', ARGV[11], 'error_code', ARGV[12], 'error_message', ARGV[7])
-    redis.call('HDEL', KEYS[1], 'token')
-    redis.call('ZREM', KEYS[4], ARGV[10])
-    redis.call('ZREM', KEYS[3], ARGV[10])
-    redis.call('ZADD', KEYS[5], ARGV[5], ARGV[10])
-    redis.call('DEL', KEYS[6])
-    redis.call('PEXPIRE', KEYS[1], ARGV[8])
-    redis.call('SET', KEYS[7], '1', 'PX', ARGV[9])
-    redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
-    redis.call('XDEL', KEYS[2], ARGV[2])
-    return {'poisoned'}
-  end
-end
-local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('HSET', KEYS[1], 'status', 'running', 'token', ARGV[3], 'instance', ARGV[4],
-  'started_ms', ARGV[5], 'entry', ARGV[2])
-redis.call('ZREM', KEYS[3], ARGV[10])
-redis.call('ZADD', KEYS[4], ARGV[5], ARGV[10])
-local f = redis.call('HMGET', KEYS[1], 'op', 'query', 'crashes')
-local input = redis.call('GET', KEYS[6])
-return {'run', f[1], f[2], attempts, tonumber(f[3] or '0'), input}
-"#;
-
-/// Keeps a running job's entry fresh (idle time 0) while the claim is ours.
-const HEARTBEAT: &str = r#"
--- KEYS: 1 hash, 2 stream ; ARGV: 1 token, 2 group, 3 consumer, 4 entry
-if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
-redis.call('XCLAIM', KEYS[2], ARGV[2], ARGV[3], 0, ARGV[4], 'JUSTID')
-return 1
-"#;
-
-/// Writes the end of a run if the claim is still ours, and acknowledges
-/// and drops its stream entry in the same step.
-const FINISH: &str = r#"
--- KEYS: 1 hash, 2 stream, 3 running, 4 done|failed set, 5 input, 6 result, 7 gone
--- ARGV: 1 token, 2 group, 3 entry, 4 id, 5 now, 6 ttl ms, 7 tombstone ms, 8 status,
---       9 result bytes, 10 error status, 11 error code, 12 error message,
---       13 content type, 14 width, 15 height, 16 frames
-if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
-redis.call('HSET', KEYS[1], 'status', ARGV[8], 'finished_ms', ARGV[5],
-  'error_status', ARGV[10], 'error_code', ARGV[11], 'error_message', ARGV[12],
-  'content_type', ARGV[13], 'width', ARGV[14], 'height', ARGV[15], 'frames', ARGV[16])
-redis.call('HDEL', KEYS[1], 'token')
-redis.call('ZREM', KEYS[3], ARGV[4])
-redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4])
-redis.call('DEL', KEYS[5])
-if ARGV[8] == 'done' then
-  redis.call('SET', KEYS[6], ARGV[9], 'PX', ARGV[6])
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
-redis.call('SET', KEYS[7], '1', 'PX', ARGV[7])
-redis.call('XACK', KEYS[2], ARGV[2], ARGV[3])
-redis.call('XDEL', KEYS[2], ARGV[3])
-return 1
-"#;
-
-/// Puts a claimed job back: a fresh stream entry, so any instance may take it.
-const REQUEUE: &str = r#"
--- KEYS: 1 hash, 2 stream, 3 running, 4 queued ; ARGV: 1 token, 2 group, 3 entry, 4 id, 5 why
-if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
-if redis.call('HGET', KEYS[1], 'status') ~= 'running' then return 0 end
-if ARGV[5] == 'crash' then
-  redis.call('HINCRBY', KEYS[1], 'crashes', 1)
-else
-  redis.call('HINCRBY', KEYS[1], 'attempts', -1)
-end
-redis.call('HSET', KEYS[1], 'status', 'queued')
-redis.call('HDEL', KEYS[1], 'token')
-redis.call('ZREM', KEYS[3], ARGV[4])
-redis.call('ZADD', KEYS[4], redis.call('HGET', KEYS[1], 'created_ms'), ARGV[4])
-redis.call('XACK', KEYS[2], ARGV[2], ARGV[3])
-redis.call('XDEL', KEYS[2], ARGV[3])
-redis.call('XADD', KEYS[2], '*', 'id', ARGV[4])
-return 1
-"#;
-
-/// Cancels a queued job or removes a finished one. A cancelled job's stream
-/// entry stays; whoever reads it finds no hash and drops it.
-const REMOVE: &str = r#"
--- KEYS: 1 hash, 2 input, 3 result, 4 gone, 5 queued, 6 done, 7 failed ; ARGV: 1 id
-local st = redis.call('HGET', KEYS[1], 'status')
-if not st then
-  if redis.call('EXISTS', KEYS[4]) == 1 then return 'expired' end
-  return 'missing'
-end
-if st == 'running' then return 'running' end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
-redis.call('ZREM', KEYS[5], ARGV[1])
-redis.call('ZREM', KEYS[6], ARGV[1])
-redis.call('ZREM', KEYS[7], ARGV[1])
-return 'deleted'
-"#;
-
-/// Moves finished jobs past their TTL to the expired set (their keys expire
-/// on their own) and forgets old tombstones. Idempotent: every instance
-/// runs it.
-const SWEEP: &str = r#"
--- KEYS: 1 done, 2 failed, 3 expired ; ARGV: 1 cutoff, 2 now, 3 forget before
-local n = 0
-for _, k in ipairs({KEYS[1], KEYS[2]}) do
-  local ids = redis.call('ZRANGEBYSCORE', k, '-inf', '(' .. ARGV[1], 'LIMIT', 0, 1000)
-  for _, id in ipairs(ids) do
-    redis.call('ZADD', KEYS[3], ARGV[2], id)
-    redis.call('ZREM', k, id)
-    n = n + 1
-  end
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[3])
-return n
-"#;
-
-/// Forgets a consumer of a dead instance, but only while it holds no
-/// pending entry: checked and done in one step, so no claim is ever lost.
-const FORGET_CONSUMER: &str = r#"
--- KEYS: 1 stream ; ARGV: 1 group, 2 consumer
-if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
-  return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
-end
-return -1
-"#;
-
-/// A consumer idle this long with nothing pending belongs to an instance
-/// that is gone (a live one polls every second); it is forgotten so the
-/// group does not grow with every restart.
-const CONSUMER_FORGET: Duration = Duration::from_secs(600);
-
-struct Scripts {
-    claim: Script,
-    heartbeat: Script,
-    finish: Script,
-    requeue: Script,
-    remove: Script,
-    sweep: Script,
-    forget_consumer: Script,
-}
 
 /// Where the periodic `XAUTOCLAIM` scan is.
 struct Reclaim {
@@ -277,15 +108,7 @@ impl RedisStore {
                 cursor: "0-0".into(),
                 last: None,
             }),
-            scripts: Scripts {
-                claim: Script::new(CLAIM),
-                heartbeat: Script::new(HEARTBEAT),
-                finish: Script::new(FINISH),
-                requeue: Script::new(REQUEUE),
-                remove: Script::new(REMOVE),
-                sweep: Script::new(SWEEP),
-                forget_consumer: Script::new(FORGET_CONSUMER),
-            },
+            scripts: Scripts::load(),
         };
         if let Err(e) = create_group(store.conn.clone()).await {
             tracing::warn!(
@@ -811,60 +634,4 @@ async fn create_group(mut conn: ConnectionManager) -> Result<(), RedisError> {
         Err(e) if e.code() != Some("BUSYGROUP") => Err(e),
         _ => Ok(()),
     }
-}
-
-/// The (entry id, job id) of a stream entry, when it carries one.
-fn entry_job_id(e: &StreamId) -> Option<(String, String)> {
-    e.map.get("id").and_then(text).map(|id| (e.id.clone(), id))
-}
-
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
-        Value::SimpleString(s) => Some(s.clone()),
-        Value::Int(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-fn int(v: &Value) -> Option<i64> {
-    match v {
-        Value::Int(n) => Some(*n),
-        other => text(other).and_then(|s| s.parse().ok()),
-    }
-}
-
-fn field<T: std::str::FromStr>(h: &HashMap<String, String>, k: &str) -> Option<T> {
-    h.get(k)
-        .filter(|v| !v.is_empty())
-        .and_then(|v| v.parse().ok())
-}
-
-fn dims(h: &HashMap<String, String>) -> Option<Dims> {
-    Some(Dims {
-        width: field(h, "width")?,
-        height: field(h, "height")?,
-        frames: field(h, "frames")?,
-    })
-}
-
-/// A job hash as a record; `None` when it is not a job's (wrong status).
-fn record(id: &str, h: &HashMap<String, String>) -> Option<JobRecord> {
-    let status = Status::parse(h.get("status")?)?;
-    let error = field::<u16>(h, "error_status").map(|status| JobError {
-        status,
-        code: h.get("error_code").cloned().unwrap_or_default(),
-        message: h.get("error_message").cloned().unwrap_or_default(),
-    });
-    Some(JobRecord {
-        id: id.to_string(),
-        op: h.get("op").cloned().unwrap_or_default(),
-        status,
-        created_ms: field(h, "created_ms").unwrap_or(0),
-        started_ms: field(h, "started_ms"),
-        finished_ms: field(h, "finished_ms"),
-        attempts: field(h, "attempts").unwrap_or(0),
-        instance: h.get("instance").filter(|s| !s.is_empty()).cloned(),
-        error,
-    })
 }

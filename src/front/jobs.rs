@@ -1,4 +1,5 @@
-//! The `/v1/jobs` routes.
+//! The `/v1/jobs` routes: HTTP in front of the job system ([`Jobs`]),
+//! which knows nothing of HTTP.
 //!
 //! | route | answer |
 //! |---|---|
@@ -6,10 +7,10 @@
 //! | `GET /v1/jobs/{id}` | the job's status JSON |
 //! | `GET /v1/jobs/{id}/result` | the result bytes; 409 not done, the job's error when failed |
 //! | `DELETE /v1/jobs/{id}` | 204: cancel a queued job or remove a finished one; 409 running |
-//! | `GET /v1/jobs` | counts by status ([`JobStats`](super::JobStats)) |
+//! | `GET /v1/jobs` | counts by status ([`JobStats`](crate::jobs::JobStats)) |
 //!
 //! A submission may name `callback_url=http://...`: the status JSON is
-//! POSTed there when the job ends (see `callback`).
+//! POSTed there when the job ends (see `jobs::callback`).
 //!
 //! Unknown ids are 404 `job_not_found`; ids whose job expired after
 //! `--job-ttl` are 410 `job_expired` (for a day, then 404).
@@ -21,11 +22,13 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
-use super::model::{now_ms, rfc3339, JobError, JobRecord, Lookup, NewJob, Removed, ResultLookup};
-use super::store::StoreError;
-use super::Inner;
-use crate::front::error::ApiError;
-use crate::front::{json, read_body, App, Resp};
+use super::app::{json, not_allowed, App, Resp};
+use super::body::read_body;
+use super::error::{bad, ApiError};
+use crate::catalogue;
+use crate::jobs::model::{status_json, JobError, Lookup, Removed, ResultLookup, POISON_CODE};
+use crate::jobs::{Jobs, StoreError};
+use crate::net;
 use crate::proto::{Op, Task};
 
 pub(super) async fn route(
@@ -33,7 +36,7 @@ pub(super) async fn route(
     req: Request<Incoming>,
     request_id: &str,
 ) -> Result<Resp, ApiError> {
-    let inner = &*app.jobs.inner;
+    let jobs = &app.jobs;
     let path = req.uri().path().to_string();
     let rest = path
         .strip_prefix("/v1/jobs")
@@ -46,24 +49,17 @@ pub(super) async fn route(
     };
     let method = req.method().clone();
     match (parts.as_slice(), method) {
-        ([], Method::GET) => stats(inner).await,
-        ([], m) => Err(not_allowed(m, "GET")),
-        ([op], Method::POST) => submit(inner, req, op, &app.cfg, request_id).await,
-        ([id], Method::GET) => status(inner, id).await,
-        ([id], Method::DELETE) => remove(inner, id).await,
+        ([], Method::GET) => stats(jobs).await,
+        ([], m) => Err(not_allowed(&m, "GET")),
+        ([op], Method::POST) => submit(jobs, req, op, &app.cfg, request_id).await,
+        ([id], Method::GET) => status(jobs, id).await,
+        ([id], Method::DELETE) => remove(jobs, id).await,
         // One segment is a job id (GET, DELETE) or an op name (POST).
-        ([id], m) if valid_id(id) => Err(not_allowed(m, "GET, DELETE")),
-        ([_], m) => Err(not_allowed(m, "POST")),
-        ([id, "result"], Method::GET) => result(inner, id).await,
-        ([_, "result"], m) => Err(not_allowed(m, "GET")),
+        ([id], m) if valid_id(id) => Err(not_allowed(&m, "GET, DELETE")),
+        ([_], m) => Err(not_allowed(&m, "POST")),
+        ([id, "result"], Method::GET) => result(jobs, id).await,
+        ([_, "result"], m) => Err(not_allowed(&m, "GET")),
         _ => Err(ApiError::NotFound(path)),
-    }
-}
-
-fn not_allowed(method: Method, allow: &'static str) -> ApiError {
-    ApiError::MethodNotAllowed {
-        method: method.to_string(),
-        allow,
     }
 }
 
@@ -117,44 +113,32 @@ fn needs_body(task: &Task) -> bool {
 }
 
 async fn submit(
-    inner: &Inner,
+    jobs: &Jobs,
     req: Request<Incoming>,
     op: &str,
-    front: &crate::front::FrontConfig,
+    front: &super::app::FrontConfig,
     request_id: &str,
 ) -> Result<Resp, ApiError> {
     let query = req.uri().query().unwrap_or("").to_string();
     // Validated exactly as the sync route, before anything is stored.
-    let (task, callback) = crate::front::params::parse_job(op, Some(&query), inner.cfg.limits)?;
+    let (task, callback) = catalogue::parse_job(op, Some(&query), jobs.limits())?;
     if let Some(url) = &callback {
-        crate::front::fetch::check_callback_url(&inner.cfg.callbacks, url).map_err(|e| {
-            crate::front::error::bad(
-                crate::front::params::CALLBACK_PARAM,
+        net::check_callback_url(jobs.callback_guard(), url).map_err(|e| {
+            bad(
+                catalogue::CALLBACK_PARAM,
                 format!("callback_url cannot be used: {e}"),
             )
         })?;
     }
     // The pool's payload cap is the larger of --max-body and
     // --max-job-bytes (see master.rs), so any stored input reaches a worker.
-    let limit = inner.cfg.max_job_bytes;
+    let limit = jobs.max_job_bytes();
     let input = read_body(req, limit, front.body_timeout).await?;
     if input.is_empty() && needs_body(&task) {
         return Err(ApiError::EmptyBody);
     }
-    let id = uuid::Uuid::new_v4().simple().to_string();
     let bytes = input.len();
-    inner
-        .store
-        .submit(NewJob {
-            id: id.clone(),
-            op: op.to_string(),
-            query,
-            input,
-            created_ms: now_ms(),
-        })
-        .await
-        .map_err(unavailable)?;
-    inner.wake.notify_one();
+    let id = jobs.submit(op, query, input).await.map_err(unavailable)?;
     tracing::info!(request_id, job_id = %id, op, bytes, "job accepted");
     let status_url = format!("/v1/jobs/{id}");
     let result_url = format!("/v1/jobs/{id}/result");
@@ -173,47 +157,22 @@ async fn submit(
     Ok(resp)
 }
 
-pub(super) fn status_json(rec: &JobRecord) -> serde_json::Value {
-    let mut v = json!({
-        "id": rec.id,
-        "op": rec.op,
-        "status": rec.status.as_str(),
-        "created_at": rfc3339(rec.created_ms),
-        "attempts": rec.attempts,
-        "status_url": format!("/v1/jobs/{}", rec.id),
-        "result_url": format!("/v1/jobs/{}/result", rec.id),
-    });
-    if let Some(t) = rec.started_ms {
-        v["started_at"] = json!(rfc3339(t));
-    }
-    if let Some(t) = rec.finished_ms {
-        v["finished_at"] = json!(rfc3339(t));
-    }
-    if let Some(i) = &rec.instance {
-        v["instance"] = json!(i);
-    }
-    if let Some(e) = &rec.error {
-        v["error"] = json!({"code": e.code, "message": e.message});
-    }
-    v
-}
-
-async fn status(inner: &Inner, id: &str) -> Result<Resp, ApiError> {
+async fn status(jobs: &Jobs, id: &str) -> Result<Resp, ApiError> {
     if !valid_id(id) {
         return Err(not_found(id));
     }
-    match inner.store.get(id).await.map_err(unavailable)? {
+    match jobs.get(id).await.map_err(unavailable)? {
         Lookup::Found(rec) => Ok(json(StatusCode::OK, &status_json(&rec))),
         Lookup::Expired => Err(expired(id)),
         Lookup::Missing => Err(not_found(id)),
     }
 }
 
-async fn result(inner: &Inner, id: &str) -> Result<Resp, ApiError> {
+async fn result(jobs: &Jobs, id: &str) -> Result<Resp, ApiError> {
     if !valid_id(id) {
         return Err(not_found(id));
     }
-    match inner.store.result(id).await.map_err(unavailable)? {
+    match jobs.result(id).await.map_err(unavailable)? {
         ResultLookup::Missing => Err(not_found(id)),
         ResultLookup::Expired => Err(expired(id)),
         ResultLookup::NotReady(s) => Err(job_error(
@@ -268,7 +227,7 @@ const KNOWN_CODES: &[&str] = &[
     "worker_crashed",
     "worker_timeout",
     "worker_out_of_memory",
-    super::model::POISON_CODE,
+    POISON_CODE,
     "result_too_large",
 ];
 
@@ -280,11 +239,11 @@ fn static_code(code: &str) -> &'static str {
         .unwrap_or("job_failed")
 }
 
-async fn remove(inner: &Inner, id: &str) -> Result<Resp, ApiError> {
+async fn remove(jobs: &Jobs, id: &str) -> Result<Resp, ApiError> {
     if !valid_id(id) {
         return Err(not_found(id));
     }
-    match inner.store.remove(id).await.map_err(unavailable)? {
+    match jobs.remove(id).await.map_err(unavailable)? {
         Removed::Deleted => {
             tracing::info!(job_id = %id, "job deleted");
             let mut resp = Response::new(Full::new(Bytes::new()));
@@ -301,8 +260,8 @@ async fn remove(inner: &Inner, id: &str) -> Result<Resp, ApiError> {
     }
 }
 
-async fn stats(inner: &Inner) -> Result<Resp, ApiError> {
-    let s = inner.store.stats().await.map_err(unavailable)?;
+async fn stats(jobs: &Jobs) -> Result<Resp, ApiError> {
+    let s = jobs.try_stats().await.map_err(unavailable)?;
     Ok(json(StatusCode::OK, &s))
 }
 

@@ -1,0 +1,698 @@
+//! The table: every operation of the API, its parameters (types, ranges,
+//! defaults, help) and how its values become a [`proto::Op`](Op); and the
+//! output parameters every image-producing operation takes.
+//!
+//! Adding an operation means one [`OpSpec`] row here (plus its `Op`
+//! variant and the engine code that runs it): the parser, `/v1/ops`,
+//! `/openapi.json` and the playground all read this table.
+
+use super::error::{bad, ParamError};
+use super::spec::{p, Kind, OpSpec, ParamSpec, Values};
+use crate::proto::{Color, Fit, Gravity, Op, OutputFormat, OutputSpec, PngCompression};
+
+/// Largest width/height a client may ask for. The pixel limit still applies.
+const MAX_SIDE: u64 = 65_535;
+
+const SIDE: Kind = Kind::UInt {
+    min: 1,
+    max: MAX_SIDE,
+};
+const COORD: Kind = Kind::UInt {
+    min: 0,
+    max: MAX_SIDE,
+};
+const BYTE: Kind = Kind::UInt { min: 0, max: 255 };
+
+const fn float(min: f64, max: f64) -> Kind {
+    Kind::Float {
+        min,
+        max,
+        exclusive_min: false,
+        exclusive_max: false,
+    }
+}
+
+const FITS: &[&str] = &["contain", "cover", "fill", "inside", "outside"];
+const GRAVITIES: &[&str] = &[
+    "centre",
+    "center",
+    "north",
+    "south",
+    "east",
+    "west",
+    "northeast",
+    "northwest",
+    "southeast",
+    "southwest",
+    "smart",
+];
+
+const GRAVITY: ParamSpec = p(
+    "gravity",
+    Kind::Choice(GRAVITIES),
+    false,
+    Some("centre"),
+    "which part a cover-crop keeps; smart: the part with the most detail (luma entropy)",
+);
+
+/// Output parameters accepted by every image-producing operation (top-level
+/// query parameters of a pipeline).
+pub const OUTPUT_PARAMS: &[ParamSpec] = &[
+    p(
+        "format",
+        Kind::Choice(&["jpeg", "jpg", "png", "gif", "webp", "auto"]),
+        false,
+        None,
+        "output format; default: the input's family (animated input stays an animated GIF); \
+         auto: WebP when the request's Accept lists image/webp, else the default (the response then has Vary: Accept)",
+    ),
+    p(
+        "quality",
+        Kind::UInt { min: 1, max: 100 },
+        false,
+        Some("80"),
+        "JPEG and lossy WebP quality",
+    ),
+    p(
+        "progressive",
+        Kind::Bool,
+        false,
+        Some("false"),
+        "progressive JPEG",
+    ),
+    p(
+        "compression",
+        Kind::Choice(&["fast", "default", "best"]),
+        false,
+        Some("fast"),
+        "PNG deflate effort",
+    ),
+    p(
+        "colors",
+        Kind::UInt { min: 2, max: 256 },
+        false,
+        Some("256"),
+        "most colours of a GIF palette (per frame)",
+    ),
+    p(
+        "lossless",
+        Kind::Bool,
+        false,
+        Some("false"),
+        "lossless WebP instead of lossy",
+    ),
+    p(
+        "autorotate",
+        Kind::Bool,
+        false,
+        Some("true"),
+        "apply the EXIF orientation first; false keeps the stored pixels",
+    ),
+];
+
+fn fit_of(word: Option<&str>) -> Fit {
+    match word {
+        Some("cover") => Fit::Cover,
+        Some("fill") => Fit::Fill,
+        Some("inside") => Fit::Inside,
+        Some("outside") => Fit::Outside,
+        _ => Fit::Contain,
+    }
+}
+
+fn gravity_of(word: Option<&str>) -> Gravity {
+    match word {
+        Some("north") => Gravity::North,
+        Some("south") => Gravity::South,
+        Some("east") => Gravity::East,
+        Some("west") => Gravity::West,
+        Some("northeast") => Gravity::NorthEast,
+        Some("northwest") => Gravity::NorthWest,
+        Some("southeast") => Gravity::SouthEast,
+        Some("southwest") => Gravity::SouthWest,
+        Some("smart") => Gravity::Smart,
+        _ => Gravity::Centre,
+    }
+}
+
+const CROP_PARAMS: &[ParamSpec] = &[
+    p("x", COORD, false, Some("0"), "left edge"),
+    p("y", COORD, false, Some("0"), "top edge"),
+    p("width", SIDE, true, None, "rectangle width"),
+    p("height", SIDE, true, None, "rectangle height"),
+];
+
+fn build_crop(v: &Values) -> Result<Op, ParamError> {
+    Ok(Op::Crop {
+        x: v.u32("x").unwrap_or(0),
+        y: v.u32("y").unwrap_or(0),
+        width: v.u32("width").unwrap_or(1),
+        height: v.u32("height").unwrap_or(1),
+    })
+}
+
+const PAD_PARAMS: &[ParamSpec] = &[
+    p("top", COORD, false, Some("0"), "pixels added above"),
+    p(
+        "right",
+        COORD,
+        false,
+        Some("0"),
+        "pixels added on the right",
+    ),
+    p("bottom", COORD, false, Some("0"), "pixels added below"),
+    p("left", COORD, false, Some("0"), "pixels added on the left"),
+    p(
+        "background",
+        Kind::Color,
+        false,
+        Some("black"),
+        "colour of the new pixels",
+    ),
+];
+
+fn build_pad(v: &Values) -> Result<Op, ParamError> {
+    Ok(Op::Pad {
+        top: v.u32("top").unwrap_or(0),
+        right: v.u32("right").unwrap_or(0),
+        bottom: v.u32("bottom").unwrap_or(0),
+        left: v.u32("left").unwrap_or(0),
+        background: v.color("background").unwrap_or(Color::BLACK),
+    })
+}
+
+/// Shorthand for a real (non-test) op.
+const fn op(
+    name: &'static str,
+    help: &'static str,
+    params: &'static [ParamSpec],
+    build: fn(&Values) -> Result<Op, ParamError>,
+    example: &'static str,
+) -> OpSpec {
+    OpSpec {
+        name,
+        help,
+        params,
+        build,
+        test_only: false,
+        alias_of: None,
+        example,
+    }
+}
+
+/// Every operation of the API.
+pub static OPS: &[OpSpec] = &[
+    op(
+        "resize",
+        "scale to a box: fit=contain keeps the aspect ratio inside it, cover fills it and crops at gravity, \
+         fill stretches, inside never enlarges, outside covers it without cropping",
+        &[
+            p("width", SIDE, false, None, "target width in pixels (width, height or both)"),
+            p("height", SIDE, false, None, "target height in pixels"),
+            p(
+                "fit",
+                Kind::Choice(FITS),
+                false,
+                Some("contain"),
+                "how the image meets a width x height box (with one side every fit is contain)",
+            ),
+            GRAVITY,
+            p(
+                "enlarge",
+                Kind::Bool,
+                false,
+                Some("false"),
+                "allow scaling up",
+            ),
+        ],
+        |v| {
+            let width = v.u32("width");
+            let height = v.u32("height");
+            if width.is_none() && height.is_none() {
+                return Err(bad("width", "resize needs width, height or both"));
+            }
+            Ok(Op::Resize {
+                width,
+                height,
+                fit: fit_of(v.choice("fit")),
+                gravity: gravity_of(v.choice("gravity")),
+                enlarge: v.bool("enlarge").unwrap_or(false),
+            })
+        },
+        "width=400",
+    ),
+    op(
+        "thumbnail",
+        "cover-crop to exactly width x height (a missing side equals the other); never enlarges",
+        &[
+            p("width", SIDE, false, None, "thumbnail width (width, height or both)"),
+            p("height", SIDE, false, None, "thumbnail height"),
+            GRAVITY,
+        ],
+        |v| {
+            let (width, height) = match (v.u32("width"), v.u32("height")) {
+                (Some(w), Some(h)) => (w, h),
+                (Some(w), None) => (w, w),
+                (None, Some(h)) => (h, h),
+                (None, None) => return Err(bad("width", "thumbnail needs width, height or both")),
+            };
+            Ok(Op::Thumbnail {
+                width,
+                height,
+                gravity: gravity_of(v.choice("gravity")),
+            })
+        },
+        "width=200&height=200",
+    ),
+    op(
+        "crop",
+        "cut a rectangle (clipped to the image)",
+        CROP_PARAMS,
+        build_crop,
+        "x=10&y=10&width=200&height=100",
+    ),
+    OpSpec {
+        name: "extract",
+        help: "alias of crop",
+        params: CROP_PARAMS,
+        build: build_crop,
+        test_only: false,
+        alias_of: Some("crop"),
+        example: "x=10&y=10&width=200&height=100",
+    },
+    op(
+        "rotate",
+        "rotate clockwise; multiples of 90 are exact, other angles grow the canvas and fill the corners",
+        &[
+            p(
+                "angle",
+                Kind::Float {
+                    min: -360.0,
+                    max: 360.0,
+                    exclusive_min: true,
+                    exclusive_max: true,
+                },
+                true,
+                None,
+                "degrees clockwise (negative: anticlockwise)",
+            ),
+            p(
+                "background",
+                Kind::Color,
+                false,
+                Some("black"),
+                "colour of the uncovered corners",
+            ),
+        ],
+        |v| {
+            Ok(Op::Rotate {
+                angle: v.f32("angle").unwrap_or(0.0),
+                background: v.color("background").unwrap_or(Color::BLACK),
+            })
+        },
+        "angle=90",
+    ),
+    op("flip", "mirror top to bottom", &[], |_| Ok(Op::Flip), ""),
+    op("flop", "mirror left to right", &[], |_| Ok(Op::Flop), ""),
+    op(
+        "pad",
+        "add borders of a colour",
+        PAD_PARAMS,
+        build_pad,
+        "top=20&bottom=20&background=white",
+    ),
+    OpSpec {
+        name: "extend",
+        help: "alias of pad",
+        params: PAD_PARAMS,
+        build: build_pad,
+        test_only: false,
+        alias_of: Some("pad"),
+        example: "left=10&right=10&background=ff000080",
+    },
+    op(
+        "trim",
+        "cut away borders of the top-left pixel's colour",
+        &[p(
+            "threshold",
+            BYTE,
+            false,
+            Some("10"),
+            "largest channel difference (0-255) still counted as border",
+        )],
+        |v| {
+            Ok(Op::Trim {
+                threshold: v.u8("threshold").unwrap_or(10),
+            })
+        },
+        "threshold=10",
+    ),
+    op(
+        "blur",
+        "gaussian blur",
+        &[p(
+            "sigma",
+            Kind::Float {
+                min: 0.0,
+                max: 100.0,
+                exclusive_min: true,
+                exclusive_max: false,
+            },
+            true,
+            None,
+            "standard deviation in pixels",
+        )],
+        |v| {
+            Ok(Op::Blur {
+                sigma: v.f32("sigma").unwrap_or(1.0),
+            })
+        },
+        "sigma=3",
+    ),
+    op(
+        "sharpen",
+        "unsharp mask: adds amount x (image - blurred image) where the difference exceeds threshold",
+        &[
+            p(
+                "sigma",
+                Kind::Float {
+                    min: 0.0,
+                    max: 50.0,
+                    exclusive_min: true,
+                    exclusive_max: false,
+                },
+                false,
+                Some("1"),
+                "radius of the blur, in pixels",
+            ),
+            p("amount", float(0.0, 10.0), false, Some("1"), "strength"),
+            p(
+                "threshold",
+                BYTE,
+                false,
+                Some("0"),
+                "smallest difference (0-255) that is sharpened",
+            ),
+        ],
+        |v| {
+            Ok(Op::Sharpen {
+                sigma: v.f32("sigma").unwrap_or(1.0),
+                amount: v.f32("amount").unwrap_or(1.0),
+                threshold: v.u8("threshold").unwrap_or(0),
+            })
+        },
+        "sigma=2&amount=1.5",
+    ),
+    op(
+        "pixelate",
+        "replace size x size blocks by their mean colour",
+        &[p(
+            "size",
+            Kind::UInt { min: 1, max: 4096 },
+            false,
+            Some("8"),
+            "block size in pixels",
+        )],
+        |v| {
+            Ok(Op::Pixelate {
+                size: v.u32("size").unwrap_or(8),
+            })
+        },
+        "size=12",
+    ),
+    op(
+        "grayscale",
+        "convert to shades of grey (alpha is kept)",
+        &[],
+        |_| Ok(Op::Grayscale),
+        "",
+    ),
+    op(
+        "invert",
+        "negate the colours (alpha is kept)",
+        &[],
+        |_| Ok(Op::Invert),
+        "",
+    ),
+    op(
+        "brightness",
+        "add value% of full scale to every colour channel",
+        &[p(
+            "value",
+            float(-100.0, 100.0),
+            true,
+            None,
+            "-100 (black) to 100 (white); 0 changes nothing",
+        )],
+        |v| {
+            Ok(Op::Brightness {
+                value: v.f32("value").unwrap_or(0.0),
+            })
+        },
+        "value=20",
+    ),
+    op(
+        "contrast",
+        "scale the distance from mid-grey by 1 + value/100",
+        &[p(
+            "value",
+            float(-100.0, 100.0),
+            true,
+            None,
+            "-100 (flat grey) to 100 (double); 0 changes nothing",
+        )],
+        |v| {
+            Ok(Op::Contrast {
+                value: v.f32("value").unwrap_or(0.0),
+            })
+        },
+        "value=30",
+    ),
+    op(
+        "hue",
+        "rotate the hues (CSS hue-rotate)",
+        &[p(
+            "degrees",
+            float(-360.0, 360.0),
+            true,
+            None,
+            "angle of the hue rotation",
+        )],
+        |v| {
+            Ok(Op::Hue {
+                degrees: v.f32("degrees").unwrap_or(0.0),
+            })
+        },
+        "degrees=90",
+    ),
+    op(
+        "saturation",
+        "multiply the saturation (CSS saturate)",
+        &[p(
+            "factor",
+            float(0.0, 10.0),
+            true,
+            None,
+            "0 grey, 1 unchanged, 2 twice as vivid",
+        )],
+        |v| {
+            Ok(Op::Saturation {
+                factor: v.f32("factor").unwrap_or(1.0),
+            })
+        },
+        "factor=1.5",
+    ),
+    op("sepia", "sepia tone (CSS sepia)", &[], |_| Ok(Op::Sepia), ""),
+    op(
+        "threshold",
+        "black and white: luma at or above value becomes white (alpha is kept)",
+        &[p("value", BYTE, false, Some("128"), "cut-off luma, 0-255")],
+        |v| {
+            Ok(Op::Threshold {
+                value: v.u8("value").unwrap_or(128),
+            })
+        },
+        "value=100",
+    ),
+    op(
+        "background",
+        "flatten transparency onto a colour",
+        &[p(
+            "color",
+            Kind::Color,
+            false,
+            Some("white"),
+            "colour under the image",
+        )],
+        |v| {
+            Ok(Op::Background {
+                color: v.color("color").unwrap_or(Color::WHITE),
+            })
+        },
+        "color=ffcc00",
+    ),
+    op(
+        "convert",
+        "change the format only (use with format=)",
+        &[],
+        |_| Ok(Op::Convert),
+        "format=webp",
+    ),
+    op(
+        "info",
+        "describe the image as JSON (not allowed in a pipeline)",
+        &[],
+        |_| Ok(Op::Info),
+        "",
+    ),
+    OpSpec {
+        name: "__sleep",
+        help: "test only: sleep in the worker",
+        params: &[p(
+            "ms",
+            Kind::UInt {
+                min: 0,
+                max: 600_000,
+            },
+            true,
+            None,
+            "milliseconds",
+        )],
+        build: |v| {
+            Ok(Op::TestSleep {
+                ms: v.u64("ms").unwrap_or(0),
+            })
+        },
+        test_only: true,
+        alias_of: None,
+        example: "",
+    },
+    OpSpec {
+        name: "__panic",
+        help: "test only: panic in the engine",
+        params: &[],
+        build: |_| Ok(Op::TestPanic),
+        test_only: true,
+        alias_of: None,
+        example: "",
+    },
+    OpSpec {
+        name: "__abort",
+        help: "test only: abort the worker",
+        params: &[],
+        build: |_| Ok(Op::TestAbort),
+        test_only: true,
+        alias_of: None,
+        example: "",
+    },
+    OpSpec {
+        name: "__segv",
+        help: "test only: crash the worker with SIGSEGV",
+        params: &[],
+        build: |_| Ok(Op::TestSegv),
+        test_only: true,
+        alias_of: None,
+        example: "",
+    },
+    OpSpec {
+        name: "__open",
+        help: "test only: open a file in the worker (forbidden by the sandbox)",
+        params: &[],
+        build: |_| Ok(Op::TestOpenFile),
+        test_only: true,
+        alias_of: None,
+        example: "",
+    },
+    OpSpec {
+        name: "__socket",
+        help: "test only: open a socket in the worker (forbidden by the sandbox)",
+        params: &[],
+        build: |_| Ok(Op::TestSocket),
+        test_only: true,
+        alias_of: None,
+        example: "",
+    },
+];
+
+/// Looks up an operation that this build serves.
+pub fn find_op(name: &str) -> Option<&'static OpSpec> {
+    OPS.iter()
+        .find(|o| o.name == name)
+        .filter(|o| !o.test_only || cfg!(feature = "test-ops"))
+}
+
+/// The operations listed by `/v1/ops` and `/openapi.json`: never test ops.
+pub fn public_ops() -> impl Iterator<Item = &'static OpSpec> {
+    OPS.iter().filter(|o| !o.test_only)
+}
+
+fn output_format(word: &str) -> Option<OutputFormat> {
+    match word {
+        "jpeg" | "jpg" => Some(OutputFormat::Jpeg),
+        "png" => Some(OutputFormat::Png),
+        "gif" => Some(OutputFormat::Gif),
+        "webp" => Some(OutputFormat::Webp),
+        _ => None,
+    }
+}
+
+/// The output parameters of a request as the worker's [`OutputSpec`];
+/// `true` when `format=auto` leaves the choice to the front.
+pub(super) fn output_spec(values: &Values) -> (OutputSpec, bool) {
+    let mut output = OutputSpec::default();
+    let mut auto = false;
+    match values.choice("format") {
+        Some("auto") => auto = true,
+        Some(word) => output.format = output_format(word),
+        None => {}
+    }
+    if let Some(q) = values.u8("quality") {
+        output.quality = q;
+    }
+    if let Some(b) = values.bool("progressive") {
+        output.progressive = b;
+    }
+    output.compression = match values.choice("compression") {
+        Some("default") => PngCompression::Default,
+        Some("best") => PngCompression::Best,
+        _ => PngCompression::Fast,
+    };
+    if let Some(c) = values.u64("colors").and_then(|c| u16::try_from(c).ok()) {
+        output.colors = c;
+    }
+    if let Some(b) = values.bool("lossless") {
+        output.lossless = b;
+    }
+    if let Some(b) = values.bool("autorotate") {
+        output.autorotate = b;
+    }
+    (output, auto)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalogue::spec::parse_value;
+
+    #[test]
+    fn test_ops_exist_only_with_the_feature() {
+        assert_eq!(find_op("__panic").is_some(), cfg!(feature = "test-ops"));
+        assert!(public_ops().all(|o| !o.name.starts_with("__")));
+    }
+
+    #[test]
+    fn defaults_in_specs_parse_with_their_own_kind() {
+        for op in OPS {
+            for p in op.params.iter().chain(OUTPUT_PARAMS) {
+                if let Some(d) = p.default {
+                    assert!(
+                        parse_value(p, d, p.name).is_ok(),
+                        "{}.{} default {d:?}",
+                        op.name,
+                        p.name
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! The operator's routes: `/readyz` (slots) and `/metrics` (Prometheus).
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{self, HeaderValue};
+use hyper::{Response, StatusCode};
+
+use super::app::{json, App, Resp};
+use crate::pool::{Pool, SlotState};
+
+/// `GET /metrics`: pool gauges are read now, so they cannot drift.
+pub(super) async fn metrics(app: &App) -> Resp {
+    use crate::metrics::StateLabels;
+    let m = &app.metrics;
+    let slots = app.pool.slots();
+    for (state, name) in [
+        (SlotState::Starting, "starting"),
+        (SlotState::Ready, "ready"),
+        (SlotState::Busy, "busy"),
+        (SlotState::Dead, "dead"),
+    ] {
+        let n = slots.iter().filter(|s| s.state == state).count();
+        m.workers
+            .get_or_create(&StateLabels { state: name })
+            .set(n as i64);
+    }
+    m.queue_depth.set(app.pool.queued() as i64);
+    let jobs = app.jobs.stats().await;
+    if jobs.available {
+        for (name, n) in [
+            ("queued", jobs.queued),
+            ("running", jobs.running),
+            ("done", jobs.done),
+            ("failed", jobs.failed),
+            ("expired", jobs.expired),
+        ] {
+            m.jobs
+                .get_or_create(&StateLabels { state: name })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        m.jobs_oldest_queued_age.set(jobs.oldest_queued_age_secs);
+    }
+    let mut resp = Response::new(Full::new(Bytes::from(m.encode())));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    resp
+}
+
+pub(super) fn readyz(pool: &Pool) -> Resp {
+    let slots = pool.slots();
+    let ready = slots
+        .iter()
+        .filter(|s| matches!(s.state, SlotState::Ready | SlotState::Busy))
+        .count();
+    let status = if ready > 0 {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json(
+        status,
+        &serde_json::json!({
+            "ready": ready > 0,
+            "workers_ready": ready,
+            "queued": pool.queued(),
+            "slots": slots,
+        }),
+    )
+}

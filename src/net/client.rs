@@ -1,0 +1,330 @@
+//! The client itself: one fresh HTTP/1.1 connection per hop, to an
+//! address the guard has checked, under one deadline.
+
+use std::net::{IpAddr, SocketAddr};
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Full};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::error::FetchError;
+use super::guard::{address_allowed, host_allowed, SourceConfig};
+
+/// A checked target: where to connect and what to ask for.
+struct Target {
+    host: String,
+    port: u16,
+    host_header: String,
+    path: String,
+}
+
+/// Parses and checks one URL (the first one or a redirect's).
+fn target_of(cfg: &SourceConfig, uri: &Uri) -> Result<Target, FetchError> {
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(FetchError::BadUrl(
+                "https sources are not supported (no TLS client is built in); use http://".into(),
+            ))
+        }
+        _ => {
+            return Err(FetchError::BadUrl(format!(
+                "url must be an absolute http:// address, got {uri}"
+            )))
+        }
+    }
+    let authority = uri
+        .authority()
+        .ok_or_else(|| FetchError::BadUrl("url has no host".into()))?;
+    if authority.as_str().contains('@') {
+        return Err(FetchError::BadUrl(
+            "url may not carry credentials (user@host)".into(),
+        ));
+    }
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    if host.is_empty() {
+        return Err(FetchError::BadUrl("url has no host".into()));
+    }
+    if !host_allowed(cfg, &host) {
+        return Err(FetchError::Forbidden(format!(
+            "host {host} is not in --allowed-source-hosts"
+        )));
+    }
+    Ok(Target {
+        port: authority.port_u16().unwrap_or(80),
+        host_header: authority.as_str().to_string(),
+        path: uri
+            .path_and_query()
+            .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
+        host,
+    })
+}
+
+/// Resolves `target` and returns the first address the guard accepts.
+async fn resolve(cfg: &SourceConfig, target: &Target) -> Result<SocketAddr, FetchError> {
+    let addrs: Vec<SocketAddr> = match target.host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, target.port)],
+        Err(_) => tokio::net::lookup_host((target.host.as_str(), target.port))
+            .await
+            .map_err(|e| FetchError::Failed(format!("cannot resolve {}: {e}", target.host)))?
+            .collect(),
+    };
+    let mut refused = None;
+    for addr in addrs {
+        match address_allowed(cfg, addr.ip()) {
+            Ok(()) => return Ok(addr),
+            Err(why) => refused = Some(why),
+        }
+    }
+    Err(match refused {
+        Some(why) => FetchError::Forbidden(why),
+        None => FetchError::Failed(format!("{} has no address", target.host)),
+    })
+}
+
+/// The next URL of a redirect: absolute, or relative to `base`.
+fn redirect_target(base: &Uri, location: &str) -> Result<Uri, FetchError> {
+    let bad = || {
+        FetchError::Failed(format!(
+            "the source redirected to an invalid address {location:?}"
+        ))
+    };
+    if let Ok(uri) = location.parse::<Uri>() {
+        if uri.scheme().is_some() {
+            return Ok(uri);
+        }
+    }
+    let authority = base.authority().map(|a| a.as_str()).unwrap_or("");
+    let path = if location.starts_with('/') {
+        location.to_string()
+    } else {
+        let dir = base.path().rsplit_once('/').map_or("", |(d, _)| d);
+        format!("{dir}/{location}")
+    };
+    format!("http://{authority}{path}")
+        .parse()
+        .map_err(|_| bad())
+}
+
+/// One request over a fresh connection to the checked address: a GET for
+/// an image (`body` `None`), or a JSON POST for a job callback.
+async fn send_once(
+    addr: SocketAddr,
+    target: &Target,
+    body: Option<Bytes>,
+) -> Result<hyper::Response<hyper::body::Incoming>, FetchError> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| FetchError::Failed(format!("cannot connect to {}: {e}", target.host)))?;
+    let _ = stream.set_nodelay(true);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| {
+            FetchError::Failed(format!("HTTP handshake with {} failed: {e}", target.host))
+        })?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("outgoing connection ended: {e}");
+        }
+    });
+    let host = HeaderValue::from_str(&target.host_header)
+        .map_err(|_| FetchError::BadUrl("url has an invalid host".into()))?;
+    let builder = Request::builder()
+        .uri(target.path.as_str())
+        .header(header::HOST, host)
+        .header(
+            header::USER_AGENT,
+            concat!("pixfork/", env!("CARGO_PKG_VERSION")),
+        );
+    let req = match body {
+        None => builder
+            .method(Method::GET)
+            .header(header::ACCEPT, "image/*")
+            .body(Full::new(Bytes::new())),
+        Some(json) => builder
+            .method(Method::POST)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(json)),
+    }
+    .map_err(|e| FetchError::BadUrl(format!("url cannot be requested: {e}")))?;
+    sender
+        .send_request(req)
+        .await
+        .map_err(|e| FetchError::Failed(format!("request to {} failed: {e}", target.host)))
+}
+
+/// Reads a response body, refusing it as soon as it passes `limit`.
+async fn read_capped(
+    resp: hyper::Response<hyper::body::Incoming>,
+    limit: u64,
+) -> Result<Bytes, FetchError> {
+    let declared = resp
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(FetchError::TooLarge { limit });
+    }
+    let cap = usize::try_from(limit).unwrap_or(usize::MAX);
+    let mut body = resp.into_body();
+    let mut buf = BytesMut::with_capacity(declared.map_or(64 * 1024, |n| n as usize).min(cap));
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| FetchError::Failed(format!("reading the source failed: {e}")))?;
+        if let Some(data) = frame.data_ref() {
+            if buf.len() + data.len() > cap {
+                return Err(FetchError::TooLarge { limit });
+            }
+            buf.extend_from_slice(data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
+/// Fetches `url` under every rule of the module docs.
+pub async fn fetch(cfg: &SourceConfig, url: &str) -> Result<Bytes, FetchError> {
+    if !cfg.enabled {
+        return Err(FetchError::Forbidden(
+            "URL sources are off on this server (start it with --allow-url-source)".into(),
+        ));
+    }
+    let uri: Uri = url
+        .parse()
+        .map_err(|_| FetchError::BadUrl(format!("url is not a valid address: {url:?}")))?;
+    match tokio::time::timeout(cfg.timeout, follow(cfg, uri)).await {
+        Ok(result) => result,
+        Err(_) => Err(FetchError::Timeout(cfg.timeout)),
+    }
+}
+
+/// Most of a callback receiver's answer that is read (and dropped).
+const CALLBACK_ANSWER_CAP: u64 = 64 * 1024;
+
+/// Checks a job's `callback_url` when the job is submitted, so a URL that
+/// can never be delivered to is a 400 now rather than a silent loss later:
+/// the same URL rules as sources, and a literal IP address must pass the
+/// address guard. (A name is resolved, and checked, when the callback is
+/// sent: its addresses may change meanwhile.)
+pub fn check_callback_url(cfg: &SourceConfig, url: &str) -> Result<(), FetchError> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|_| FetchError::BadUrl(format!("not a valid address: {url:?}")))?;
+    let target = target_of(cfg, &uri)?;
+    if let Ok(ip) = target.host.parse::<IpAddr>() {
+        address_allowed(cfg, ip).map_err(FetchError::Forbidden)?;
+    }
+    Ok(())
+}
+
+/// POSTs `json` to `url` (a job callback) under the guard of the module
+/// docs: the host list of `cfg`, every resolved address checked, one
+/// deadline. Redirects are not followed (a POST that moved is the
+/// receiver's mistake, and following it would re-send the body elsewhere).
+/// Returns the receiver's status.
+pub async fn post_json(
+    cfg: &SourceConfig,
+    url: &str,
+    json: Bytes,
+) -> Result<StatusCode, FetchError> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|_| FetchError::BadUrl(format!("not a valid address: {url:?}")))?;
+    let send = async {
+        let target = target_of(cfg, &uri)?;
+        let addr = resolve(cfg, &target).await?;
+        let resp = send_once(addr, &target, Some(json)).await?;
+        let status = resp.status();
+        // Read the answer (bounded) so the exchange ends cleanly; what it
+        // says does not matter.
+        let _ = read_capped(resp, CALLBACK_ANSWER_CAP).await;
+        Ok(status)
+    };
+    match tokio::time::timeout(cfg.timeout, send).await {
+        Ok(result) => result,
+        Err(_) => Err(FetchError::Timeout(cfg.timeout)),
+    }
+}
+
+async fn follow(cfg: &SourceConfig, mut uri: Uri) -> Result<Bytes, FetchError> {
+    let mut redirects = 0u32;
+    loop {
+        let target = target_of(cfg, &uri)?;
+        let addr = resolve(cfg, &target).await?;
+        let resp = send_once(addr, &target, None).await?;
+        let status = resp.status();
+        if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
+            let location = resp
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| {
+                    FetchError::Failed(format!("the source answered {status} without a Location"))
+                })?;
+            if redirects >= cfg.max_redirects {
+                return Err(FetchError::Failed(format!(
+                    "the source redirected more than {} times",
+                    cfg.max_redirects
+                )));
+            }
+            redirects += 1;
+            uri = redirect_target(&uri, location)?;
+            continue;
+        }
+        if !status.is_success() {
+            return Err(FetchError::Failed(format!("the source answered {status}")));
+        }
+        return read_capped(resp, cfg.max_bytes).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked() {
+        let cfg = SourceConfig::default();
+        let t = |u: &str| target_of(&cfg, &u.parse::<Uri>().expect("uri"));
+        assert!(matches!(
+            t("https://example.com/a.jpg"),
+            Err(FetchError::BadUrl(_))
+        ));
+        assert!(matches!(
+            t("ftp://example.com/a.jpg"),
+            Err(FetchError::BadUrl(_))
+        ));
+        assert!(matches!(
+            t("http://u:p@example.com/"),
+            Err(FetchError::BadUrl(_))
+        ));
+        let ok = t("http://Example.COM.:8080/a/b.png?x=1").expect("ok");
+        assert_eq!(
+            (ok.host.as_str(), ok.port, ok.path.as_str()),
+            ("example.com", 8080, "/a/b.png?x=1")
+        );
+        let base: Uri = "http://h:1/dir/a.png".parse().expect("uri");
+        assert_eq!(
+            redirect_target(&base, "/x.png").expect("r").to_string(),
+            "http://h:1/x.png"
+        );
+        assert_eq!(
+            redirect_target(&base, "y.png").expect("r").to_string(),
+            "http://h:1/dir/y.png"
+        );
+        assert_eq!(
+            redirect_target(&base, "http://other/z")
+                .expect("r")
+                .to_string(),
+            "http://other/z"
+        );
+    }
+}

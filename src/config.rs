@@ -128,6 +128,18 @@ pub struct MasterArgs {
     #[arg(long, env = "PIXFORK_BODY_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub body_timeout: Duration,
 
+    /// How long a response may wait for the client to take more of it
+    /// (between two successful writes); a client that stops reading is
+    /// disconnected after it.
+    #[arg(long, env = "PIXFORK_SEND_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub send_timeout: Duration,
+
+    /// Most request-body and URL-source bytes held in memory at once, over
+    /// all requests; past it requests get 503 `server_busy` before more is
+    /// read. At least --max-body.
+    #[arg(long, env = "PIXFORK_MAX_INFLIGHT_BYTES", default_value = "1GiB", value_parser = parse_size)]
+    pub max_inflight_bytes: u64,
+
     /// Largest width x height of one image (of the canvas, for animations).
     #[arg(long, env = "PIXFORK_MAX_PIXELS", default_value_t = 50_000_000)]
     pub max_pixels: u64,

@@ -33,6 +33,7 @@
 //!   only inside worker processes.
 //! - [`proto`]: the wire types and framing; the only place bincode appears.
 
+pub mod budget;
 pub mod catalogue;
 pub mod config;
 pub mod engine;

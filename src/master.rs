@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::budget::ByteBudget;
 use crate::config::MasterArgs;
 use crate::front::{self, App, FrontConfig};
 use crate::jobs::{Jobs, JobsConfig};
@@ -31,6 +32,8 @@ pub enum MasterError {
     Jobs(#[from] crate::jobs::JobsError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("{0}")]
+    Flags(String),
 }
 
 /// `--worker-bin`, or `pixfork-worker` beside this executable.
@@ -107,6 +110,13 @@ fn spawn_pool_signals(pool: Pool) -> Result<(), MasterError> {
 /// stop accepting, finish accepted requests (up to the graceful timeout),
 /// stop and reap every worker.
 pub async fn run(args: MasterArgs, listener: TcpListener) -> Result<(), MasterError> {
+    if args.max_inflight_bytes < args.max_body.max(args.max_job_bytes) {
+        return Err(MasterError::Flags(format!(
+            "--max-inflight-bytes ({}) must be at least --max-body ({}) and --max-job-bytes ({}): \
+             a single request would otherwise always be refused",
+            args.max_inflight_bytes, args.max_body, args.max_job_bytes
+        )));
+    }
     let shutdown = shutdown_signal().await?;
     let workers = args.worker_count();
     let metrics = Metrics::new();
@@ -128,6 +138,7 @@ pub async fn run(args: MasterArgs, listener: TcpListener) -> Result<(), MasterEr
             max_requests_jitter: args.max_requests_jitter,
             no_sandbox: args.no_sandbox,
             worker_user: args.worker_user.clone(),
+            worker_log: std::env::var("PIXFORK_LOG").ok(),
         },
         metrics.clone(),
     )
@@ -187,9 +198,11 @@ pub async fn run(args: MasterArgs, listener: TcpListener) -> Result<(), MasterEr
             header_timeout: args.header_timeout,
             body_timeout: args.body_timeout,
             sources,
+            send_timeout: args.send_timeout,
         },
         jobs: jobs.clone(),
         metrics,
+        budget: ByteBudget::new(args.max_inflight_bytes),
     });
     let shutdown = async move {
         shutdown.await;

@@ -87,6 +87,20 @@ pub struct Metrics {
     pub workers: Family<StateLabels, Gauge>,
     pub worker_starts: Counter,
     pub worker_deaths: Family<ReasonLabels, Counter>,
+    /// Worker starts that failed (a broken binary or flag, a protocol
+    /// mismatch after an upgrade in place).
+    pub worker_spawn_failures: Counter,
+    /// Requests sent again to a fresh worker, by why (`worker_gone`: the
+    /// worker went away without answering; `memory`: it ran out of memory
+    /// after earlier requests).
+    pub request_retries: Family<ReasonLabels, Counter>,
+    /// Client connections open now.
+    pub connections: Gauge,
+    /// Connections closed because the client took none of its response
+    /// for `--send-timeout`.
+    pub send_timeouts: Counter,
+    /// Request-body and source bytes held now (read at scrape time).
+    pub inflight_body_bytes: Gauge,
     pub jobs: Family<StateLabels, Gauge>,
     pub jobs_oldest_queued_age: Gauge<f64, AtomicU64>,
     /// Job callbacks by how they ended: `delivered`, `failed` (after every
@@ -114,6 +128,11 @@ impl Metrics {
         let workers = Family::<StateLabels, Gauge>::default();
         let worker_starts = Counter::default();
         let worker_deaths = Family::<ReasonLabels, Counter>::default();
+        let worker_spawn_failures = Counter::default();
+        let request_retries = Family::<ReasonLabels, Counter>::default();
+        let connections = Gauge::default();
+        let send_timeouts = Counter::default();
+        let inflight_body_bytes = Gauge::default();
         let jobs = Family::<StateLabels, Gauge>::default();
         let jobs_oldest_queued_age = Gauge::<f64, AtomicU64>::default();
         let job_callbacks = Family::<ResultLabels, Counter>::default();
@@ -160,6 +179,31 @@ impl Metrics {
             "Worker processes that ended, by reason",
             worker_deaths.clone(),
         );
+        registry.register(
+            "worker_spawn_failures",
+            "Worker starts that failed before or at the hello",
+            worker_spawn_failures.clone(),
+        );
+        registry.register(
+            "request_retries",
+            "Requests sent again to a fresh worker, by reason",
+            request_retries.clone(),
+        );
+        registry.register(
+            "connections",
+            "Client connections open",
+            connections.clone(),
+        );
+        registry.register(
+            "send_timeouts",
+            "Connections closed because the client stopped taking its response",
+            send_timeouts.clone(),
+        );
+        registry.register(
+            "inflight_body_bytes",
+            "Request-body and URL-source bytes held in memory",
+            inflight_body_bytes.clone(),
+        );
         registry.register("jobs", "Background jobs by status", jobs.clone());
         registry.register(
             "jobs_oldest_queued_age_seconds",
@@ -182,6 +226,11 @@ impl Metrics {
             workers,
             worker_starts,
             worker_deaths,
+            worker_spawn_failures,
+            request_retries,
+            connections,
+            send_timeouts,
+            inflight_body_bytes,
             jobs,
             jobs_oldest_queued_age,
             job_callbacks,

@@ -4,16 +4,23 @@
 //! A decoder bug exploited by a hostile image runs inside a process that can
 //! read and write only the socket it already holds, allocate memory, tell
 //! the time and exit. It cannot open a file, create a socket, exec a program
-//! or send a signal to another process: the kernel kills it on the first
-//! such system call (SIGSYS), the master answers that request with 502 and
-//! starts a fresh worker. Before the filter, a worker started as root
+//! or send a signal to another process (`tgkill` is allowed only with its
+//! own pid as the target, which is how `abort()` raises SIGABRT; `kill` and
+//! `tkill` not at all): the kernel kills it on the first such system call
+//! (SIGSYS), the master answers that request with 502 and starts a fresh
+//! worker. So even a worker that runs as the master's user (as under the
+//! shipped unit's `DynamicUser`) cannot stop or kill the master or its
+//! siblings. Before the filter, a worker started as root
 //! switches to an unprivileged user, and no-new-privileges is set so no
 //! exec could ever regain them.
 
 use std::collections::BTreeMap;
 
 use nix::libc;
-use seccompiler::{BpfProgram, SeccompAction, SeccompFilter};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule,
+};
 
 /// Why the sandbox could not be applied. The worker refuses to serve
 /// unsandboxed unless the operator passed `--no-sandbox`.
@@ -67,15 +74,23 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_sigaltstack,
     libc::SYS_getpid,
     libc::SYS_gettid,
-    libc::SYS_tgkill,
     libc::SYS_exit,
     libc::SYS_exit_group,
 ];
 
-/// Compiles the allow-list for the running architecture.
-fn filter() -> Result<BpfProgram, SandboxError> {
-    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> =
+/// Compiles the allow-list for the running architecture; `pid` is this
+/// process, the only one `tgkill` may target (abort's SIGABRT to itself).
+fn filter(pid: u32) -> Result<BpfProgram, SandboxError> {
+    let build = |e: seccompiler::BackendError| SandboxError::Build(e.to_string());
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
         ALLOWED.iter().map(|&nr| (nr, Vec::new())).collect();
+    let own_tgid =
+        SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, u64::from(pid))
+            .map_err(build)?;
+    rules.insert(
+        libc::SYS_tgkill,
+        vec![SeccompRule::new(vec![own_tgid]).map_err(build)?],
+    );
     let arch = std::env::consts::ARCH
         .try_into()
         .map_err(|e: seccompiler::BackendError| SandboxError::Build(e.to_string()))?;
@@ -106,7 +121,7 @@ pub fn drop_privileges(user: Option<&str>) -> Result<(), SandboxError> {
 /// privilege drop). A panic message is then printed by a hook that only
 /// writes, since the default hook may open files to symbolise a backtrace.
 pub fn install_filter() -> Result<(), SandboxError> {
-    let program = filter()?;
+    let program = filter(std::process::id())?;
     std::panic::set_hook(Box::new(|info| {
         eprintln!("pixfork-worker: {info}");
     }));
@@ -135,7 +150,7 @@ fn drop_to(name: &str) -> Result<(), SandboxError> {
 mod tests {
     #[test]
     fn filter_compiles_for_this_architecture() {
-        let program = super::filter().expect("filter");
+        let program = super::filter(std::process::id()).expect("filter");
         assert!(program.len() > super::ALLOWED.len());
     }
 }

@@ -66,6 +66,11 @@ pub struct WorkerArgs {
     /// When started as root, switch to this user after the hello.
     #[arg(long)]
     pub user: Option<String>,
+
+    /// Log filter (`warn`, `pixfork=debug`...): workers get no environment,
+    /// so the master passes its own `PIXFORK_LOG` here.
+    #[arg(long, default_value = "warn")]
+    pub log: String,
 }
 
 pub use crate::proto::{EXIT_AFTER_PANIC, EXIT_OUT_OF_MEMORY};
@@ -243,6 +248,20 @@ pub fn keep_freed_memory() {
     }
 }
 
+/// Returns the heap's free top to the kernel. Under `--memory-limit` the
+/// address space a worker keeps from one request counts against the next
+/// one's limit; trimming after each request keeps that small (the master
+/// also re-runs, on a fresh worker, a request that ran out of memory in a
+/// used one, so what fits a fresh worker always fits).
+fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim(3) only returns free heap memory to the kernel
+    // (brk and madvise, both allowed by the sandbox); it takes no pointer.
+    unsafe {
+        nix::libc::malloc_trim(0);
+    }
+}
+
 /// Runs the worker until the master closes the socket (`Ok`) or something
 /// breaks (`Err`; the binary exits non-zero and the master respawns the slot).
 pub fn serve(args: &WorkerArgs) -> Result<(), WorkerError> {
@@ -273,6 +292,8 @@ pub fn serve(args: &WorkerArgs) -> Result<(), WorkerError> {
     };
     proto::write_frame(&mut writer, &FromWorker::Hello(ours), &[])?;
     proto::check_hello(&theirs)?;
+    #[cfg(feature = "test-ops")]
+    engine::set_test_parent(nix::unistd::getppid().as_raw());
     if !args.no_sandbox {
         crate::sandbox::drop_privileges(args.user.as_deref())?;
         // A credential change clears the parent-death signal: set it again.
@@ -318,15 +339,22 @@ pub fn serve(args: &WorkerArgs) -> Result<(), WorkerError> {
             id: req.id,
             outcome,
             timing,
+            // Said in the reply, so the master never queues another request
+            // behind it on this process.
+            exiting: panicked.is_some(),
         });
         proto::write_frame(&mut writer, &reply, &payload)?;
         if let Some(msg) = panicked {
             return Err(WorkerError::Panicked(msg));
         }
+        drop(payload);
         // Give large buffers back: one huge request must not pin its memory
         // in this worker for the rest of its life.
         if input.capacity() > 64 << 20 {
             input = Vec::new();
+        }
+        if args.memory_limit.is_some() {
+            release_freed_memory();
         }
     }
 }

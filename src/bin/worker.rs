@@ -15,7 +15,7 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PIXFORK_LOG")
+            tracing_subscriber::EnvFilter::try_new(&args.log)
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();

@@ -612,6 +612,15 @@ pub static OPS: &[OpSpec] = &[
         alias_of: None,
         example: "",
     },
+    OpSpec {
+        name: "__kill_master",
+        help: "test only: signal the master from the worker (forbidden by the sandbox)",
+        params: &[],
+        build: |_| Ok(Op::TestKillMaster),
+        test_only: true,
+        alias_of: None,
+        example: "",
+    },
 ];
 
 /// Looks up an operation that this build serves.

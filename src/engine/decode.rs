@@ -129,7 +129,7 @@ pub fn decode(
                     }
                     _ => (1, false),
                 };
-                if let Some(image) = libjpeg::decode(input, factor, coarse) {
+                if let Some(image) = libjpeg::decode(input, factor, coarse, limits)? {
                     return Ok(Decoded {
                         format,
                         width: w,

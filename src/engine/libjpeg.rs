@@ -33,6 +33,10 @@ use image::{DynamicImage, GrayImage, RgbImage};
 use mozjpeg::{ColorSpace, Compress, Decompress};
 use mozjpeg_sys::{jpeg_common_struct, jpeg_error_mgr, jpeg_std_error};
 
+use super::error::EngineError;
+use super::limits::check_canvas;
+use crate::proto::Limits;
+
 thread_local! {
     /// Warnings libjpeg emitted during the current decode on this thread.
     static WARNINGS: Cell<u32> = const { Cell::new(0) };
@@ -78,45 +82,81 @@ pub fn shrink_factor(size: (u32, u32), need: (u32, u32)) -> u32 {
 
 /// Decodes `input` at 1/`denominator` scale (1, 2, 4 or 8) as RGB8, or L8
 /// for a greyscale JPEG; `coarse` picks the fast integer inverse DCT.
-/// `None` when libjpeg refused the data, warned about it, or the colour
+/// `Ok(None)` when libjpeg refused the data, warned about it, or the colour
 /// space is one left to zune-jpeg: the caller decodes with zune-jpeg
-/// instead.
-pub fn decode(input: &[u8], denominator: u32, coarse: bool) -> Option<DynamicImage> {
+/// instead. `Err` when the size libjpeg itself reads from the header (or
+/// will output) is over `limits`: checked here, before any scanline is
+/// allocated, whatever another decoder's header parse said.
+pub fn decode(
+    input: &[u8],
+    denominator: u32,
+    coarse: bool,
+    limits: &Limits,
+) -> Result<Option<DynamicImage>, EngineError> {
     WARNINGS.with(|w| w.set(0));
     let result = catch_unwind(AssertUnwindSafe(|| {
-        decode_inner(input, denominator, coarse)
+        decode_inner(input, denominator, coarse, limits)
     }));
     let warned = WARNINGS.with(Cell::get) > 0;
     match result {
-        Ok(Some(image)) if !warned => Some(image),
-        _ => None,
+        Ok(Err(e)) => Err(e),
+        Ok(Ok(Some(image))) if !warned => Ok(Some(image)),
+        _ => Ok(None),
     }
 }
 
-fn decode_inner(input: &[u8], denominator: u32, coarse: bool) -> Option<DynamicImage> {
-    let mut dec = Decompress::with_err(error_manager()).from_mem(input).ok()?;
+/// `usize` dimensions from libjpeg as `u32`, or an over-limit error.
+fn dims(w: usize, h: usize) -> Result<(u32, u32), EngineError> {
+    match (u32::try_from(w), u32::try_from(h)) {
+        (Ok(w), Ok(h)) => Ok((w, h)),
+        _ => Err(EngineError::TooLarge(format!(
+            "JPEG declares {w}x{h} pixels"
+        ))),
+    }
+}
+
+fn decode_inner(
+    input: &[u8],
+    denominator: u32,
+    coarse: bool,
+    limits: &Limits,
+) -> Result<Option<DynamicImage>, EngineError> {
+    let Ok(mut dec) = Decompress::with_err(error_manager()).from_mem(input) else {
+        return Ok(None);
+    };
+    let (w, h) = dims(dec.width(), dec.height())?;
+    check_canvas(w, h, limits)?;
     let grey = match dec.color_space() {
         ColorSpace::JCS_GRAYSCALE => true,
         ColorSpace::JCS_YCbCr | ColorSpace::JCS_RGB => false,
         // CMYK, YCCK and anything exotic: zune-jpeg's conversion.
-        _ => return None,
+        _ => return Ok(None),
     };
-    let numerator = u8::try_from(8 / denominator.clamp(1, 8)).ok()?;
+    let Ok(numerator) = u8::try_from(8 / denominator.clamp(1, 8)) else {
+        return Ok(None);
+    };
     dec.scale(numerator);
     if coarse {
         dec.dct_method(mozjpeg::DctMethod::IntegerFast);
     }
-    let mut started = if grey { dec.grayscale() } else { dec.rgb() }.ok()?;
-    let w = u32::try_from(started.width()).ok()?;
-    let h = u32::try_from(started.height()).ok()?;
-    let pixels: Vec<u8> = started.read_scanlines().ok()?;
-    started.finish().ok()?;
-    let image = if grey {
-        DynamicImage::ImageLuma8(GrayImage::from_raw(w, h, pixels)?)
-    } else {
-        DynamicImage::ImageRgb8(RgbImage::from_raw(w, h, pixels)?)
+    let Ok(mut started) = (if grey { dec.grayscale() } else { dec.rgb() }) else {
+        return Ok(None);
     };
-    Some(image)
+    // The output size, as libjpeg will allocate it: checked again, since
+    // it is what read_scanlines sizes its buffer by.
+    let (w, h) = dims(started.width(), started.height())?;
+    check_canvas(w, h, limits)?;
+    let Ok(pixels) = started.read_scanlines::<u8>() else {
+        return Ok(None);
+    };
+    if started.finish().is_err() {
+        return Ok(None);
+    }
+    Ok(if grey {
+        GrayImage::from_raw(w, h, pixels).map(DynamicImage::ImageLuma8)
+    } else {
+        RgbImage::from_raw(w, h, pixels).map(DynamicImage::ImageRgb8)
+    })
 }
 
 /// Encodes `pixels` (RGB8, or L8 when `grey`) as a JPEG with libjpeg-turbo,
@@ -172,5 +212,25 @@ mod tests {
         assert_eq!(shrink_factor((100, 100), (0, 0)), 8);
         // Rounding down: 1001/2 = 500 covers 500, not 501.
         assert_eq!(shrink_factor((1001, 1001), (501, 501)), 1);
+    }
+
+    #[test]
+    fn libjpeg_checks_its_own_dimensions() {
+        let jpeg = encode(&[128u8; 64 * 48 * 3], (64, 48), false, 90, false).expect("encode");
+        let fits = Limits::default();
+        let image = decode(&jpeg, 1, false, &fits)
+            .expect("within the limits")
+            .expect("libjpeg decodes it");
+        assert_eq!((image.width(), image.height()), (64, 48));
+        // 64x48 = 3072 pixels: refused by libjpeg's own header read, with
+        // no other decoder in front of it.
+        let tight = Limits {
+            max_pixels: 3000,
+            ..Limits::default()
+        };
+        assert!(matches!(
+            decode(&jpeg, 1, false, &tight),
+            Err(EngineError::TooLarge(_))
+        ));
     }
 }

@@ -314,6 +314,18 @@ fn is_test_op(op: &Op) -> bool {
     op.is_test()
 }
 
+/// The master's pid, as an exploited decoder would find it in the worker's
+/// memory (`--parent-pid`), for the `__kill_master` test op: read before
+/// the sandbox, since `getppid` is one of the calls it refuses.
+#[cfg(feature = "test-ops")]
+static TEST_PARENT: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Records the master's pid for the `__kill_master` test op.
+#[cfg(feature = "test-ops")]
+pub fn set_test_parent(pid: i32) {
+    TEST_PARENT.store(pid, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Executes the test ops in order (feature `test-ops`).
 #[cfg(feature = "test-ops")]
 fn run_test_ops(test_ops: &[&Op]) -> Result<(), EngineError> {
@@ -341,6 +353,23 @@ fn run_test_ops(test_ops: &[&Op]) -> Result<(), EngineError> {
             Op::TestSocket => {
                 let bound = std::net::UdpSocket::bind("127.0.0.1:0");
                 tracing::warn!("test op __socket: {:?}", bound.map(|_| ()));
+            }
+            // What an exploited decoder would try against the master: every
+            // way of signalling another process. Under the sandbox the
+            // first one kills this worker; without it, the master dies.
+            Op::TestKillMaster => {
+                use nix::libc;
+                let parent = TEST_PARENT.load(std::sync::atomic::Ordering::Relaxed);
+                // SAFETY: raw system calls with plain integer arguments; no
+                // memory is passed or returned.
+                let tg = unsafe { libc::syscall(libc::SYS_tgkill, parent, parent, libc::SIGKILL) };
+                // SAFETY: as above.
+                let t = unsafe { libc::syscall(libc::SYS_tkill, parent, libc::SIGKILL) };
+                let k = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(parent),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                tracing::warn!("test op __kill_master: tgkill {tg}, tkill {t}, kill {k:?}");
             }
             _ => {}
         }

@@ -226,7 +226,8 @@ fn apply_op(
         | Op::TestAbort
         | Op::TestSegv
         | Op::TestOpenFile
-        | Op::TestSocket => Err(EngineError::Internal(format!(
+        | Op::TestSocket
+        | Op::TestKillMaster => Err(EngineError::Internal(format!(
             "op {} cannot be applied to pixels",
             op.name()
         ))),

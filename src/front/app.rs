@@ -11,6 +11,7 @@ use hyper::{Method, Response, StatusCode};
 use serde::Serialize;
 
 use super::error::ApiError;
+use crate::budget::ByteBudget;
 use crate::net::SourceConfig;
 use crate::pool::Pool;
 use crate::proto::Limits;
@@ -31,6 +32,10 @@ pub struct FrontConfig {
     pub body_timeout: Duration,
     /// URL sources (`GET /v1/{op}?url=`), off unless `--allow-url-source`.
     pub sources: SourceConfig,
+    /// How long a response may wait for the client to take more of it
+    /// (between two successful writes, as nginx's `send_timeout`): a client
+    /// that stops reading cannot hold its connection longer.
+    pub send_timeout: Duration,
 }
 
 /// Shared state of every connection.
@@ -40,6 +45,8 @@ pub struct App {
     /// Background jobs (`/v1/jobs/...`).
     pub jobs: crate::jobs::Jobs,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Request bodies and URL sources held at once (`--max-inflight-bytes`).
+    pub budget: ByteBudget,
 }
 
 /// Every response of the service.

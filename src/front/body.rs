@@ -10,13 +10,19 @@ use hyper::header;
 use hyper::Request;
 
 use super::error::ApiError;
+use crate::budget::Hold;
 
 /// Reads the body under the cap: a declared length over it is refused before
 /// a byte is read, and a chunked body is cut off as soon as it passes it.
+/// Every byte is taken from `hold`'s budget (`--max-inflight-bytes`) before
+/// it is kept: a declared length up front, a chunked body as it arrives;
+/// when the budget is spent the request is refused with 503 `server_busy`
+/// instead of read further.
 pub async fn read_body(
     req: Request<Incoming>,
     max: u64,
     timeout: Duration,
+    hold: &mut Hold,
 ) -> Result<Bytes, ApiError> {
     let declared = req
         .headers()
@@ -37,6 +43,14 @@ pub async fn read_body(
         return Err(ApiError::BodyTooLarge { limit: max });
     }
     let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    if let Some(len) = declared {
+        if let Err(busy) = hold.grow(len as usize) {
+            if !expects_continue {
+                drain(req.into_body()).await;
+            }
+            return Err(busy.into());
+        }
+    }
     let mut body = req.into_body();
     let mut buf = bytes::BytesMut::with_capacity(declared.map_or(64 * 1024, |n| n as usize));
     let deadline = tokio::time::Instant::now() + timeout;
@@ -50,6 +64,11 @@ pub async fn read_body(
             if buf.len() + data.len() > limit {
                 drain(body).await;
                 return Err(ApiError::BodyTooLarge { limit: max });
+            }
+            let beyond = (buf.len() + data.len()).saturating_sub(hold.bytes() as usize);
+            if let Err(busy) = hold.grow(beyond) {
+                drain(body).await;
+                return Err(busy.into());
             }
             buf.extend_from_slice(data);
         }
@@ -77,4 +96,17 @@ pub(super) async fn drain(mut body: Incoming) {
         }
     };
     let _ = tokio::time::timeout(DRAIN_TIME, work).await;
+}
+
+/// [`drain`], unless the client sent `Expect: 100-continue` and is still
+/// waiting for our go-ahead: then it has sent nothing, and the answer can
+/// go at once.
+pub(super) async fn drain_unless_waiting(req: Request<Incoming>) {
+    let waiting = req
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !waiting {
+        drain(req.into_body()).await;
+    }
 }

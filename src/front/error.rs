@@ -5,6 +5,7 @@ use http_body_util::Full;
 use hyper::{header, Response, StatusCode};
 use serde::Serialize;
 
+use crate::budget::OverBudget;
 use crate::catalogue::ParamError;
 use crate::net::FetchError;
 use crate::pool::PoolError;
@@ -30,6 +31,10 @@ pub enum ApiError {
     EmptyBody,
     #[error("could not read the request body: {0}")]
     BodyRead(String),
+    /// The front holds its limit of request data (`--max-inflight-bytes`):
+    /// 503, before more is read.
+    #[error(transparent)]
+    ServerBusy(#[from] OverBudget),
     /// A typed failure from the engine (corrupt, unsupported, too large...).
     #[error("{}", .0.message)]
     Work(WorkError),
@@ -70,6 +75,7 @@ impl ApiError {
             ApiError::EmptyBody => StatusCode::BAD_REQUEST,
             ApiError::BodyRead(_) => StatusCode::BAD_REQUEST,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::ServerBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -100,6 +106,7 @@ impl ApiError {
             ApiError::EmptyBody => "empty_body",
             ApiError::BodyRead(_) => "bad_body",
             ApiError::BodyTimeout(_) => "body_timeout",
+            ApiError::ServerBusy(_) => "server_busy",
             ApiError::Work(w) => w.kind.code(),
             ApiError::Job { code, .. } => code,
             ApiError::Source(f) => f.code(),

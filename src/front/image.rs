@@ -9,11 +9,11 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::app::{json, not_allowed, App, Resp, Trace};
-use super::body::{drain, read_body};
+use super::body::{drain, drain_unless_waiting, read_body};
 use super::error::{self, ApiError};
 use crate::catalogue;
 use crate::net;
-use crate::pool::Done;
+use crate::pool::{Done, Input};
 use crate::proto::Outcome;
 
 /// `POST /v1/{op}` and `POST /v1/pipeline` (image in the body), and with
@@ -60,15 +60,30 @@ pub(super) async fn image_route(
     if parsed.auto_format && accepts_webp(req.headers()) {
         task.output.format = Some(crate::proto::OutputFormat::Webp);
     }
+    // Admission before the bytes: a full queue answers 503 now, without
+    // reading the body or fetching the source first.
+    if let Err(full) = app.pool.has_room() {
+        if parsed.url.is_none() {
+            drain_unless_waiting(req).await;
+        }
+        return Err(full.into());
+    }
+    let mut hold = app.budget.hold();
     let body = match &parsed.url {
-        Some(url) => net::fetch(sources, url).await?,
-        None => read_body(req, app.cfg.max_body, app.cfg.body_timeout).await?,
+        Some(url) => net::fetch(sources, url, &mut hold).await?,
+        None => read_body(req, app.cfg.max_body, app.cfg.body_timeout, &mut hold).await?,
     };
     trace.bytes_in = body.len() as u64;
     if body.is_empty() && !is_test_only(&task) {
         return Err(ApiError::EmptyBody);
     }
-    let done = app.pool.run(id, task, body).await?;
+    // The hold travels with the bytes: the budget is given back when the
+    // pool is done with them, or at once if this client goes away.
+    let input = Input {
+        bytes: body,
+        hold: Some(hold),
+    };
+    let done = app.pool.run(id, task, input).await?;
     trace.done = Some((done.slot, done.pid));
     let mut resp = into_response(done)?;
     if parsed.auto_format {

@@ -51,7 +51,7 @@ pub(super) async fn route(
     match (parts.as_slice(), method) {
         ([], Method::GET) => stats(jobs).await,
         ([], m) => Err(not_allowed(&m, "GET")),
-        ([op], Method::POST) => submit(jobs, req, op, &app.cfg, request_id).await,
+        ([op], Method::POST) => submit(jobs, req, op, app, request_id).await,
         ([id], Method::GET) => status(jobs, id).await,
         ([id], Method::DELETE) => remove(jobs, id).await,
         // One segment is a job id (GET, DELETE) or an op name (POST).
@@ -116,7 +116,7 @@ async fn submit(
     jobs: &Jobs,
     req: Request<Incoming>,
     op: &str,
-    front: &super::app::FrontConfig,
+    app: &App,
     request_id: &str,
 ) -> Result<Resp, ApiError> {
     let query = req.uri().query().unwrap_or("").to_string();
@@ -133,7 +133,9 @@ async fn submit(
     // The pool's payload cap is the larger of --max-body and
     // --max-job-bytes (see master.rs), so any stored input reaches a worker.
     let limit = jobs.max_job_bytes();
-    let input = read_body(req, limit, front.body_timeout).await?;
+    // Held against --max-inflight-bytes until the store has the bytes.
+    let mut hold = app.budget.hold();
+    let input = read_body(req, limit, app.cfg.body_timeout, &mut hold).await?;
     if input.is_empty() && needs_body(&task) {
         return Err(ApiError::EmptyBody);
     }

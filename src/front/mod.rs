@@ -15,6 +15,7 @@
 //! - `status`: `/readyz` and `/metrics`.
 //! - [`openapi`]: `/openapi.json`, generated from the op catalogue.
 //! - `router`: the service function: routing, request ids, timing, logs.
+//! - `send_timeout`: cutting off a client that stops taking its response.
 //! - `server`: accepting connections and draining them on shutdown.
 
 mod app;
@@ -24,6 +25,7 @@ mod image;
 mod jobs;
 pub mod openapi;
 mod router;
+mod send_timeout;
 mod server;
 mod status;
 

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 
 use super::app::{App, MAX_CONNECTIONS};
 use super::router::handle;
+use super::send_timeout::SendTimeout;
 
 /// Accepts connections until `shutdown` resolves, then stops accepting and
 /// waits up to `grace` for requests in flight (idle keep-alive connections
@@ -49,6 +50,8 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let header_timeout = app.cfg.header_timeout;
+                let stream = SendTimeout::new(stream, app.cfg.send_timeout, app.metrics.clone());
+                let metrics = app.metrics.clone();
                 let app = app.clone();
                 let svc = service_fn(move |req| handle(app.clone(), req));
                 let conn = http1::Builder::new()
@@ -56,10 +59,12 @@ pub async fn serve(
                     .header_read_timeout(header_timeout)
                     .serve_connection(TokioIo::new(stream), svc);
                 let conn = graceful.watch(conn);
+                metrics.connections.inc();
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!("connection ended with an error: {e}");
                     }
+                    metrics.connections.dec();
                     drop(permit);
                 });
             }

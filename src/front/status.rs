@@ -25,6 +25,8 @@ pub(super) async fn metrics(app: &App) -> Resp {
             .set(n as i64);
     }
     m.queue_depth.set(app.pool.queued() as i64);
+    m.inflight_body_bytes
+        .set(i64::try_from(app.budget.in_use()).unwrap_or(i64::MAX));
     let jobs = app.jobs.stats().await;
     if jobs.available {
         for (name, n) in [
@@ -63,6 +65,10 @@ pub(super) fn readyz(pool: &Pool) -> Resp {
         status,
         &serde_json::json!({
             "ready": ready > 0,
+            // A slot whose last worker start failed (a broken binary, a
+            // protocol mismatch after an upgrade in place) still serves on
+            // its old worker if it has one; this flags it for the operator.
+            "degraded": slots.iter().any(|s| s.spawn_error.is_some()),
             "workers_ready": ready,
             "queued": pool.queued(),
             "slots": slots,

@@ -51,7 +51,9 @@ fn classify(result: Result<StatusCode, FetchError>) -> Attempt {
             Attempt::Retry(format!("the receiver answered {s}"))
         }
         Ok(s) => Attempt::GiveUp("failed", format!("the receiver answered {s}")),
-        Err(e @ (FetchError::Failed(_) | FetchError::Timeout(_))) => Attempt::Retry(e.to_string()),
+        Err(e @ (FetchError::Failed(_) | FetchError::Timeout(_) | FetchError::Busy(_))) => {
+            Attempt::Retry(e.to_string())
+        }
         Err(e @ FetchError::Forbidden(_)) => Attempt::GiveUp("refused", e.to_string()),
         Err(e @ (FetchError::BadUrl(_) | FetchError::TooLarge { .. })) => {
             Attempt::GiveUp("failed", e.to_string())

@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 
 use super::error::FetchError;
 use super::guard::{address_allowed, host_allowed, SourceConfig};
+use crate::budget::Hold;
 
 /// A checked target: where to connect and what to ask for.
 struct Target {
@@ -161,10 +162,13 @@ async fn send_once(
         .map_err(|e| FetchError::Failed(format!("request to {} failed: {e}", target.host)))
 }
 
-/// Reads a response body, refusing it as soon as it passes `limit`.
+/// Reads a response body, refusing it as soon as it passes `limit`. With a
+/// `hold`, every byte is taken from the front's budget before it is kept,
+/// so a source counts against `--max-inflight-bytes` like a request body.
 async fn read_capped(
     resp: hyper::Response<hyper::body::Incoming>,
     limit: u64,
+    mut hold: Option<&mut Hold>,
 ) -> Result<Bytes, FetchError> {
     let declared = resp
         .headers()
@@ -176,7 +180,14 @@ async fn read_capped(
     }
     let cap = usize::try_from(limit).unwrap_or(usize::MAX);
     let mut body = resp.into_body();
-    let mut buf = BytesMut::with_capacity(declared.map_or(64 * 1024, |n| n as usize).min(cap));
+    let mut buf = BytesMut::new();
+    if let Some(n) = declared {
+        let n = usize::try_from(n).unwrap_or(cap).min(cap);
+        if let Some(h) = hold.as_deref_mut() {
+            h.grow(n)?;
+        }
+        buf.reserve(n);
+    }
     while let Some(frame) = body.frame().await {
         let frame =
             frame.map_err(|e| FetchError::Failed(format!("reading the source failed: {e}")))?;
@@ -184,14 +195,22 @@ async fn read_capped(
             if buf.len() + data.len() > cap {
                 return Err(FetchError::TooLarge { limit });
             }
+            // Past what was declared (or with nothing declared): take the
+            // budget for these bytes before keeping them.
+            let held = hold.as_deref().map_or(0, Hold::bytes) as usize;
+            let beyond = (buf.len() + data.len()).saturating_sub(held);
+            if let Some(h) = hold.as_deref_mut() {
+                h.grow(beyond)?;
+            }
             buf.extend_from_slice(data);
         }
     }
     Ok(buf.freeze())
 }
 
-/// Fetches `url` under every rule of the module docs.
-pub async fn fetch(cfg: &SourceConfig, url: &str) -> Result<Bytes, FetchError> {
+/// Fetches `url` under every rule of the module docs; the body's bytes are
+/// taken from `hold`'s budget as they arrive.
+pub async fn fetch(cfg: &SourceConfig, url: &str, hold: &mut Hold) -> Result<Bytes, FetchError> {
     if !cfg.enabled {
         return Err(FetchError::Forbidden(
             "URL sources are off on this server (start it with --allow-url-source)".into(),
@@ -200,7 +219,7 @@ pub async fn fetch(cfg: &SourceConfig, url: &str) -> Result<Bytes, FetchError> {
     let uri: Uri = url
         .parse()
         .map_err(|_| FetchError::BadUrl(format!("url is not a valid address: {url:?}")))?;
-    match tokio::time::timeout(cfg.timeout, follow(cfg, uri)).await {
+    match tokio::time::timeout(cfg.timeout, follow(cfg, uri, hold)).await {
         Ok(result) => result,
         Err(_) => Err(FetchError::Timeout(cfg.timeout)),
     }
@@ -245,7 +264,7 @@ pub async fn post_json(
         let status = resp.status();
         // Read the answer (bounded) so the exchange ends cleanly; what it
         // says does not matter.
-        let _ = read_capped(resp, CALLBACK_ANSWER_CAP).await;
+        let _ = read_capped(resp, CALLBACK_ANSWER_CAP, None).await;
         Ok(status)
     };
     match tokio::time::timeout(cfg.timeout, send).await {
@@ -254,7 +273,7 @@ pub async fn post_json(
     }
 }
 
-async fn follow(cfg: &SourceConfig, mut uri: Uri) -> Result<Bytes, FetchError> {
+async fn follow(cfg: &SourceConfig, mut uri: Uri, hold: &mut Hold) -> Result<Bytes, FetchError> {
     let mut redirects = 0u32;
     loop {
         let target = target_of(cfg, &uri)?;
@@ -282,7 +301,7 @@ async fn follow(cfg: &SourceConfig, mut uri: Uri) -> Result<Bytes, FetchError> {
         if !status.is_success() {
             return Err(FetchError::Failed(format!("the source answered {status}")));
         }
-        return read_capped(resp, cfg.max_bytes).await;
+        return read_capped(resp, cfg.max_bytes, Some(hold)).await;
     }
 }
 

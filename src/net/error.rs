@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use hyper::StatusCode;
 
+use crate::budget::OverBudget;
+
 /// A failed fetch, as the client sees it.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -22,6 +24,9 @@ pub enum FetchError {
     /// Past `--source-timeout`: 504.
     #[error("the source did not answer within {0:?}")]
     Timeout(Duration),
+    /// The front holds its limit of client data (`--max-inflight-bytes`): 503.
+    #[error(transparent)]
+    Busy(#[from] OverBudget),
 }
 
 impl FetchError {
@@ -32,6 +37,7 @@ impl FetchError {
             FetchError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             FetchError::Failed(_) => StatusCode::BAD_GATEWAY,
             FetchError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            FetchError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -42,6 +48,7 @@ impl FetchError {
             FetchError::TooLarge { .. } => "source_too_large",
             FetchError::Failed(_) => "source_failed",
             FetchError::Timeout(_) => "source_timeout",
+            FetchError::Busy(_) => "server_busy",
         }
     }
 }

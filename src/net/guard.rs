@@ -166,6 +166,17 @@ pub fn forbidden_reason(ip: IpAddr) -> Option<&'static str> {
                 Some("multicast")
             } else if first == 0x2001 && v6.segments()[1] == 0x0db8 {
                 Some("reserved (documentation)")
+            } else if (first & 0xFFC0) == 0xFEC0 {
+                Some("site-local (fec0::/10)")
+            } else if first == 0x0064 && v6.segments()[1] == 0xff9b && v6.segments()[2] == 0x0001 {
+                // RFC 8215: a NAT64 prefix of the local network; the
+                // address it translates to is private by definition.
+                Some("local-use NAT64 (64:ff9b:1::/48)")
+            } else if first == 0x2001 && v6.segments()[1] == 0x0000 {
+                // Teredo tunnels to an IPv4 relay and client that the
+                // address embeds (one of them obfuscated): refused whole
+                // rather than trusting either.
+                Some("Teredo (2001::/32)")
             } else {
                 None
             }
@@ -236,6 +247,12 @@ mod tests {
             "::127.0.0.1",
             "64:ff9b::a00:1",
             "2002:c0a8:101::1",
+            "64:ff9b:1::a00:1",
+            "64:ff9b:1:ffff::8.8.8.8",
+            "fec0::1",
+            "feff::1",
+            "2001::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
         ] {
             assert!(forbidden_reason(ip(bad)).is_some(), "{bad} must be refused");
         }
@@ -246,6 +263,9 @@ mod tests {
             "172.32.0.1",
             "2606:4700::1111",
             "::ffff:8.8.8.8",
+            "2001:4860:4860::8888",
+            "2001:1::1",
+            "64:ff9b::808:808",
         ] {
             assert_eq!(forbidden_reason(ip(good)), None, "{good} is public");
         }

@@ -10,7 +10,8 @@
 //! - the host must match `--allowed-source-hosts` when that list is set;
 //! - the name is resolved once per hop and every address is checked with
 //!   [`forbidden_reason`] (loopback, private, link-local, CGNAT, multicast,
-//!   reserved..., IPv4-mapped and NAT64/6to4 forms included). The connection
+//!   reserved, site-local, local-use NAT64, Teredo..., IPv4-mapped and
+//!   NAT64/6to4 forms included). The connection
 //!   goes to the checked address itself, never to a second resolution, so a
 //!   DNS answer that changes between check and connect (rebinding) cannot
 //!   slip through. `--allow-private-sources` lifts the address check, and

@@ -22,6 +22,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::budget::Hold;
 use crate::metrics::Metrics;
 use crate::proto::{Limits, Outcome, Task, Timing};
 
@@ -53,6 +54,9 @@ pub struct PoolConfig {
     pub no_sandbox: bool,
     /// User the workers switch to when started as root.
     pub worker_user: String,
+    /// The workers' log filter (the master's `PIXFORK_LOG`), passed as a
+    /// flag since workers get no environment.
+    pub worker_log: Option<String>,
 }
 
 /// Why a request got no answer from a worker. The front maps each to a
@@ -96,17 +100,52 @@ pub struct Done {
     pub worker: Duration,
 }
 
+/// The bytes of one request, with the budget hold that accounts for them
+/// (none for background jobs, whose inputs live in the job store).
+#[derive(Debug)]
+pub struct Input {
+    pub bytes: Bytes,
+    pub hold: Option<Hold>,
+}
+
+impl From<Bytes> for Input {
+    fn from(bytes: Bytes) -> Input {
+        Input { bytes, hold: None }
+    }
+}
+
+/// A queued job's input, shared between the queue and the requester. The
+/// requester empties it when it goes away (its [`InputGuard`] drops), so a
+/// client that disconnects frees its body at once, not when a slot reaches
+/// its job; a slot takes the input out when it starts the job.
+type InputCell = Arc<Mutex<Option<Input>>>;
+
+/// Empties an [`InputCell`] when the requester's future ends, however.
+struct InputGuard(InputCell);
+
+impl Drop for InputGuard {
+    fn drop(&mut self) {
+        if let Ok(mut input) = self.0.lock() {
+            input.take();
+        }
+    }
+}
+
 /// One queued request.
 struct Job {
     id: u64,
     request_id: String,
     task: Task,
-    input: Bytes,
+    input: InputCell,
     enqueued: Instant,
     /// Fired when a slot takes the job; if the requester has gone (dropped
-    /// the receiver) the slot skips the job instead of running it.
-    started: oneshot::Sender<()>,
+    /// the receiver) the slot skips the job instead of running it. Taken
+    /// (`None`) once fired, so a job sent again is not announced twice.
+    started: Option<oneshot::Sender<()>>,
     reply: oneshot::Sender<Result<Done, PoolError>>,
+    /// Already sent once to a worker that went away without answering it:
+    /// a job is sent again at most once.
+    retried: bool,
 }
 
 /// What a slot is doing, as `/readyz` reports it.
@@ -138,6 +177,10 @@ pub struct SlotStatus {
     pid: AtomicU32,
     served: AtomicU64,
     restarts: AtomicU64,
+    /// Worker starts that failed in this slot (before or at the hello).
+    spawn_failures: AtomicU64,
+    /// Why the last start failed, until a start succeeds again.
+    spawn_error: Mutex<Option<String>>,
 }
 
 impl SlotStatus {
@@ -148,11 +191,23 @@ impl SlotStatus {
             pid: AtomicU32::new(0),
             served: AtomicU64::new(0),
             restarts: AtomicU64::new(0),
+            spawn_failures: AtomicU64::new(0),
+            spawn_error: Mutex::new(None),
         }
     }
 
     fn set(&self, state: SlotState) {
         self.state.store(state as u8, Ordering::Relaxed);
+    }
+
+    /// Records a failed worker start (`Some`) or a successful one (`None`).
+    fn spawn_result(&self, error: Option<String>) {
+        if error.is_some() {
+            self.spawn_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Ok(mut e) = self.spawn_error.lock() {
+            *e = error;
+        }
     }
 }
 
@@ -164,6 +219,10 @@ pub struct SlotSnapshot {
     pub state: SlotState,
     pub requests: u64,
     pub restarts: u64,
+    pub spawn_failures: u64,
+    /// Why the last worker start in this slot failed; `None` once a start
+    /// has succeeded since.
+    pub spawn_error: Option<String>,
 }
 
 /// Orders a slot obeys between two requests.
@@ -352,13 +411,34 @@ impl Pool {
         replaced
     }
 
+    /// Whether a request could be queued right now: the front asks before
+    /// it reads a body or fetches a source, so a full service answers 503
+    /// without taking the bytes first. (Nothing is reserved: a request
+    /// admitted here may still find the queue full once its body is in.)
+    pub fn has_room(&self) -> Result<(), PoolError> {
+        if *self.shared.stop.borrow() || self.queue.is_closed() {
+            Err(PoolError::ShuttingDown)
+        } else if self.queue.is_full() {
+            Err(PoolError::QueueFull)
+        } else {
+            Ok(())
+        }
+    }
+
     /// Runs `task` on `input` in some worker. Waits at most the queue
     /// timeout for a free worker (answering [`PoolError::QueueFull`] at once
     /// when the queue is full), then at most the request deadline.
-    pub async fn run(&self, request_id: &str, task: Task, input: Bytes) -> Result<Done, PoolError> {
+    pub async fn run(
+        &self,
+        request_id: &str,
+        task: Task,
+        input: impl Into<Input>,
+    ) -> Result<Done, PoolError> {
         if *self.shared.stop.borrow() {
             return Err(PoolError::ShuttingDown);
         }
+        let input: InputCell = Arc::new(Mutex::new(Some(input.into())));
+        let _guard = InputGuard(input.clone());
         let (started_tx, started_rx) = oneshot::channel();
         let (reply_tx, reply_rx) = oneshot::channel();
         let job = Job {
@@ -367,8 +447,9 @@ impl Pool {
             task,
             input,
             enqueued: Instant::now(),
-            started: started_tx,
+            started: Some(started_tx),
             reply: reply_tx,
+            retried: false,
         };
         match self.queue.try_send(job) {
             Ok(()) => {}
@@ -412,6 +493,8 @@ impl Pool {
                     state: SlotState::from_u8(s.state.load(Ordering::Relaxed)),
                     requests: s.served.load(Ordering::Relaxed),
                     restarts: s.restarts.load(Ordering::Relaxed),
+                    spawn_failures: s.spawn_failures.load(Ordering::Relaxed),
+                    spawn_error: s.spawn_error.lock().ok().and_then(|e| e.clone()),
                 }
             })
             .collect()

@@ -17,10 +17,6 @@ pub const WORKER_FD: i32 = 3;
 /// How long a fresh worker may take to answer the hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Replies can be larger than inputs (a PNG of a JPEG); this only guards the
-/// master against a nonsensical length from a broken worker.
-const MAX_REPLY_PAYLOAD: u64 = 2 << 30;
-
 /// Why a worker could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
@@ -42,6 +38,23 @@ pub enum SpawnError {
     },
 }
 
+/// How a round trip to a worker failed. Which side of the exchange broke
+/// tells whether the request can safely be sent again elsewhere.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The request could not be written: the worker was gone before it
+    /// had the whole request, so the request cannot have harmed it.
+    #[error("the worker was gone before it got the request: {0}")]
+    Unsent(ProtoError),
+    /// The request was written and the worker closed its socket before a
+    /// single byte of reply.
+    #[error("the worker closed its socket without replying")]
+    NoReply,
+    /// Anything else: a torn or malformed reply, or another request's id.
+    #[error(transparent)]
+    Broken(ProtoError),
+}
+
 /// A live worker process and the master's end of its socket.
 pub struct Worker {
     pub pid: u32,
@@ -51,6 +64,9 @@ pub struct Worker {
     /// Replace the process after this many requests (`--max-requests` plus
     /// its own jitter, so workers started together do not recycle together).
     pub recycle_after: Option<u64>,
+    /// A replacement failed to start: try again only after this instant,
+    /// and keep serving on this worker meanwhile.
+    pub recycle_retry_at: Option<Instant>,
     child: Child,
     stream: UnixStream,
 }
@@ -122,17 +138,14 @@ pub async fn spawn_worker(
     if let Some(limit) = cfg.worker_memory_limit {
         cmd.arg("--memory-limit").arg(limit.to_string());
     }
-    // Service-manager variables are the master's alone: a worker must not
-    // answer systemd or believe it was socket-activated.
-    for var in [
-        "NOTIFY_SOCKET",
-        "LISTEN_FDS",
-        "LISTEN_PID",
-        "LISTEN_FDNAMES",
-        "WATCHDOG_USEC",
-        "WATCHDOG_PID",
-    ] {
-        cmd.env_remove(var);
+    // A worker starts with an empty environment: the master's may hold
+    // secrets (a Redis URL with its password) that an exploited decoder
+    // could read from its own memory or /proc, and service-manager
+    // variables (NOTIFY_SOCKET, LISTEN_FDS...) are the master's alone.
+    // What a worker needs comes as flags.
+    cmd.env_clear();
+    if let Some(filter) = &cfg.worker_log {
+        cmd.arg("--log").arg(filter);
     }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -161,6 +174,7 @@ pub async fn spawn_worker(
         started: Instant::now(),
         served: 0,
         recycle_after,
+        recycle_retry_at: None,
         child,
         stream,
     };
@@ -208,21 +222,33 @@ impl Worker {
         Ok(())
     }
 
-    /// Sends one request and reads its reply. Any error leaves the socket in
-    /// an unknown state: the caller must kill the worker, never reuse it.
+    /// Sends one request and reads its reply, reading no more payload than
+    /// the request's limits can produce. Any error leaves the socket in an
+    /// unknown state: the caller must kill the worker, never reuse it.
     pub async fn call(
         &mut self,
         request: Request,
         input: &[u8],
-    ) -> Result<(Reply, Vec<u8>), ProtoError> {
+    ) -> Result<(Reply, Vec<u8>), CallError> {
         let id = request.id;
-        proto::write_frame_async(&mut self.stream, &ToWorker::Request(request), input).await?;
+        let max_reply = request.task.limits.max_reply_bytes();
+        proto::write_frame_async(&mut self.stream, &ToWorker::Request(request), input)
+            .await
+            .map_err(CallError::Unsent)?;
         let (msg, payload): (FromWorker, Vec<u8>) =
-            proto::read_frame_async(&mut self.stream, MAX_REPLY_PAYLOAD).await?;
+            match proto::read_frame_async(&mut self.stream, max_reply).await {
+                Ok(frame) => frame,
+                Err(ProtoError::Closed) => return Err(CallError::NoReply),
+                Err(e) => return Err(CallError::Broken(e)),
+            };
         match msg {
             FromWorker::Reply(r) if r.id == id => Ok((r, payload)),
-            FromWorker::Reply(_) => Err(ProtoError::Unexpected("reply with another request's id")),
-            FromWorker::Hello(_) => Err(ProtoError::Unexpected("hello in place of a reply")),
+            FromWorker::Reply(_) => Err(CallError::Broken(ProtoError::Unexpected(
+                "reply with another request's id",
+            ))),
+            FromWorker::Hello(_) => Err(CallError::Broken(ProtoError::Unexpected(
+                "hello in place of a reply",
+            ))),
         }
     }
 

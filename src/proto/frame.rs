@@ -208,7 +208,26 @@ pub async fn read_frame_async<R: AsyncRead + Unpin, T: DeserializeOwned>(
     let mut header = vec![0u8; header_len as usize];
     r.read_exact(&mut header).await.map_err(map_eof)?;
     let msg = decode_header(&header)?;
-    let mut payload = vec![0u8; payload_len as usize];
-    r.read_exact(&mut payload).await.map_err(map_eof)?;
+    let payload = read_payload_async(r, payload_len as usize).await?;
     Ok((msg, payload))
+}
+
+/// Most a payload buffer grows by before the bytes to fill it have come.
+const GROW_STEP: usize = 1 << 20;
+
+/// Reads exactly `len` payload bytes, growing the buffer as they arrive:
+/// a length prefix that promises gigabytes costs nothing until the peer
+/// actually sends them (and the caller's maximum still bounds the total).
+async fn read_payload_async<R: AsyncRead + Unpin>(
+    r: &mut R,
+    len: usize,
+) -> Result<Vec<u8>, ProtoError> {
+    let mut payload = Vec::with_capacity(len.min(GROW_STEP));
+    while payload.len() < len {
+        let want = (len - payload.len()).min(GROW_STEP);
+        let start = payload.len();
+        payload.resize(start + want, 0);
+        r.read_exact(&mut payload[start..]).await.map_err(map_eof)?;
+    }
+    Ok(payload)
 }

@@ -71,6 +71,7 @@ fn reply_round_trips_async() {
             bytes: 1234,
         }),
         timing: Timing::default(),
+        exiting: false,
     });
     let bytes = frame_bytes(&msg, b"abc");
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -194,4 +195,32 @@ fn arbitrary_prefixes_never_panic() {
             let _: Result<FromWorker, _> = read_frame(&mut Cursor::new(&bytes), 1024, &mut buf);
         }
     }
+}
+
+#[test]
+fn a_lying_payload_length_is_not_allocated_up_front() {
+    // A frame that promises 1 GiB and sends 3 bytes: a truncation error,
+    // after allocating about one growth step, not the promised gigabyte.
+    let msg = FromWorker::Hello(Hello { version: 1, pid: 2 });
+    let mut bytes = frame_bytes(&msg, b"");
+    bytes[4..8].copy_from_slice(&(1u32 << 30).to_le_bytes());
+    bytes.extend_from_slice(b"abc");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let r: Result<(FromWorker, Vec<u8>), _> =
+        rt.block_on(read_frame_async(&mut &bytes[..], 2 << 30));
+    assert!(matches!(r, Err(ProtoError::Truncated)), "{r:?}");
+}
+
+#[test]
+fn reply_bound_follows_the_limits() {
+    let l = Limits::default();
+    assert!(l.max_reply_bytes() >= l.max_pixels * 8);
+    let small = Limits {
+        max_pixels: 1000,
+        max_frames: 1,
+        max_total_pixels: 1000,
+    };
+    assert!(small.max_reply_bytes() < 2 << 20);
 }

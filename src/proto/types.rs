@@ -161,6 +161,9 @@ pub enum Op {
     TestOpenFile,
     /// Test-only: create a network socket, which the worker's sandbox forbids.
     TestSocket,
+    /// Test-only: send SIGKILL to the master (the worker's parent), which
+    /// the worker's sandbox forbids.
+    TestKillMaster,
 }
 
 impl Op {
@@ -196,6 +199,7 @@ impl Op {
             Op::TestSegv => "__segv",
             Op::TestOpenFile => "__open",
             Op::TestSocket => "__socket",
+            Op::TestKillMaster => "__kill_master",
         }
     }
 
@@ -209,6 +213,7 @@ impl Op {
                 | Op::TestSegv
                 | Op::TestOpenFile
                 | Op::TestSocket
+                | Op::TestKillMaster
         )
     }
 }
@@ -299,6 +304,19 @@ pub struct Limits {
     pub max_total_pixels: u64,
 }
 
+impl Limits {
+    /// The largest reply payload a request under these limits can produce:
+    /// an uncompressed 16-bit RGBA frame of `max_pixels`, or every frame of
+    /// an animation at 4 bytes a pixel, plus room for headers and metadata.
+    /// The master reads no more than this from a worker, so a broken or
+    /// compromised worker cannot make it hold more.
+    pub fn max_reply_bytes(&self) -> u64 {
+        let still = self.max_pixels.saturating_mul(8);
+        let animation = self.max_total_pixels.saturating_mul(4);
+        still.max(animation).saturating_add(1 << 20)
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -354,6 +372,10 @@ pub struct Reply {
     pub id: u64,
     pub outcome: Outcome,
     pub timing: Timing,
+    /// The worker exits right after this reply (it caught a panic, or it
+    /// holds memory a fresh process would not): the master must not send
+    /// it another request, and replaces it at once.
+    pub exiting: bool,
 }
 
 /// Where the worker spent its time, in microseconds (for `Server-Timing`).

@@ -344,6 +344,16 @@ impl Server {
         });
     }
 
+    /// The value of the `/metrics` sample `series` (name with its labels,
+    /// exactly as exposed, e.g. `pixfork_send_timeouts_total`), if any.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let text = String::from_utf8(self.get("/metrics").body).unwrap_or_default();
+        text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok()).flatten()
+        })
+    }
+
     /// Restarts summed over all slots, from `/readyz`.
     pub fn total_restarts(&self) -> u64 {
         self.readyz()["slots"]

@@ -152,9 +152,13 @@ pub struct MasterArgs {
     #[arg(long, env = "PIXFORK_MAX_TOTAL_PIXELS", default_value_t = 200_000_000)]
     pub max_total_pixels: u64,
 
-    /// How long SIGTERM/SIGINT waits for accepted requests before stopping anyway.
-    #[arg(long, env = "PIXFORK_GRACEFUL_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
-    pub graceful_timeout: Duration,
+    /// The whole stop after SIGTERM/SIGINT: requests in flight and running
+    /// jobs finish within it (jobs still running then go back to the queue,
+    /// not counted as crashes), then the workers stop. Keep it below the
+    /// service manager's stop timeout (the shipped unit has 45s).
+    /// `--graceful-timeout` is its old name.
+    #[arg(long, alias = "graceful-timeout", env = "PIXFORK_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
 
     /// Folder of the embedded job store (SQLite) [the systemd unit uses its StateDirectory].
     #[arg(long, env = "PIXFORK_STATE_DIR", default_value = "pixfork-state")]
@@ -165,12 +169,21 @@ pub struct MasterArgs {
     #[arg(long, env = "PIXFORK_JOBS_URL")]
     pub jobs_url: Option<String>,
 
-    /// Largest input (and result) of a background job.
-    #[arg(long, env = "PIXFORK_MAX_JOB_BYTES", default_value = "32MiB", value_parser = parse_size)]
+    /// Most background jobs waiting to run; past it a submission gets 503
+    /// `job_queue_full` and nothing is stored.
+    #[arg(long, env = "PIXFORK_MAX_QUEUED_JOBS", default_value_t = 10_000)]
+    pub max_queued_jobs: u64,
+
+    /// Most bytes the job store holds, inputs and results together; past
+    /// it a submission gets 503 `job_queue_full`. (One job's input is
+    /// capped by --max-body, like a synchronous request.)
+    #[arg(long, env = "PIXFORK_MAX_JOB_BYTES", default_value = "4GiB", value_parser = parse_size)]
     pub max_job_bytes: u64,
 
-    /// How long a finished job and its result are kept.
-    #[arg(long, env = "PIXFORK_JOB_TTL", default_value = "1h", value_parser = parse_duration)]
+    /// A job's time to live: a job not started within it ends `failed`
+    /// with code `expired`; a finished job and its result are kept this
+    /// long after it ends.
+    #[arg(long, env = "PIXFORK_JOB_TTL", default_value = "24h", value_parser = parse_duration)]
     pub job_ttl: Duration,
 
     /// With Redis: a job claimed by an instance that went silent this long is

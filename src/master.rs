@@ -1,10 +1,14 @@
 //! The master process: pool + front, and the signals that stop them.
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::budget::ByteBudget;
 use crate::config::MasterArgs;
@@ -106,15 +110,23 @@ fn spawn_pool_signals(pool: Pool) -> Result<(), MasterError> {
     Ok(())
 }
 
-/// Runs the service on `listener` until SIGTERM/SIGINT, then drains:
-/// stop accepting, finish accepted requests (up to the graceful timeout),
-/// stop and reap every worker.
+/// The part of `--shutdown-timeout` kept for stopping the workers, after
+/// requests and jobs have had the rest.
+fn pool_stop_time(timeout: Duration) -> Duration {
+    (timeout / 6).clamp(Duration::from_millis(500), Duration::from_secs(5))
+}
+
+/// Runs the service on `listener` until SIGTERM/SIGINT, then stops within
+/// `--shutdown-timeout`: accepting ends at once; requests in flight and
+/// running jobs finish together until the drain deadline (jobs still
+/// running then go back to the queue); then the workers stop and are
+/// reaped.
 pub async fn run(args: MasterArgs, listener: TcpListener) -> Result<(), MasterError> {
-    if args.max_inflight_bytes < args.max_body.max(args.max_job_bytes) {
+    if args.max_inflight_bytes < args.max_body {
         return Err(MasterError::Flags(format!(
-            "--max-inflight-bytes ({}) must be at least --max-body ({}) and --max-job-bytes ({}): \
+            "--max-inflight-bytes ({}) must be at least --max-body ({}): \
              a single request would otherwise always be refused",
-            args.max_inflight_bytes, args.max_body, args.max_job_bytes
+            args.max_inflight_bytes, args.max_body
         )));
     }
     let shutdown = shutdown_signal().await?;
@@ -128,8 +140,9 @@ pub async fn run(args: MasterArgs, listener: TcpListener) -> Result<(), MasterEr
             queue_timeout: args.queue_timeout,
             timeout: args.timeout,
             limits: args.limits(),
-            // Workers take sync bodies and job inputs alike.
-            max_payload: args.max_body.max(args.max_job_bytes),
+            // Workers take sync bodies and job inputs alike; both are
+            // capped by --max-body.
+            max_payload: args.max_body,
             worker_nice: args.worker_nice,
             worker_sched: args.worker_sched,
             pin_workers: args.pin_workers,
@@ -168,7 +181,9 @@ pub async fn run(args: MasterArgs, listener: TcpListener) -> Result<(), MasterEr
         JobsConfig {
             state_dir: args.state_dir.clone(),
             jobs_url: args.jobs_url.clone(),
+            max_queued_jobs: args.max_queued_jobs,
             max_job_bytes: args.max_job_bytes,
+            max_input_bytes: args.max_body,
             job_ttl: args.job_ttl,
             claim_timeout: args.job_claim_timeout,
             job_slots: args.job_slot_count(),
@@ -182,7 +197,7 @@ pub async fn run(args: MasterArgs, listener: TcpListener) -> Result<(), MasterEr
     {
         Ok(j) => j,
         Err(e) => {
-            pool.shutdown(args.graceful_timeout).await;
+            pool.shutdown(pool_stop_time(args.shutdown_timeout)).await;
             return Err(e.into());
         }
     };
@@ -203,14 +218,34 @@ pub async fn run(args: MasterArgs, listener: TcpListener) -> Result<(), MasterEr
         jobs: jobs.clone(),
         metrics,
         budget: ByteBudget::new(args.max_inflight_bytes),
+        draining: AtomicBool::new(false),
     });
-    let shutdown = async move {
+    // One deadline for the whole stop, fixed when the signal arrives.
+    let timeout = args.shutdown_timeout;
+    let (stop_tx, stop_rx) = watch::channel(None::<Instant>);
+    tokio::spawn(async move {
         shutdown.await;
         systemd::stopping();
+        let _ = stop_tx.send(Some(Instant::now() + timeout));
+    });
+    let drain_deadline = |mut rx: watch::Receiver<Option<Instant>>| async move {
+        let end = match rx.wait_for(Option::is_some).await {
+            Ok(d) => d.unwrap_or_else(Instant::now),
+            Err(_) => Instant::now(),
+        };
+        end - pool_stop_time(timeout)
     };
-    front::serve(listener, app, shutdown, args.graceful_timeout).await;
-    jobs.shutdown().await;
-    pool.shutdown(args.graceful_timeout).await;
+    // Requests in flight and running jobs drain together.
+    tokio::join!(
+        front::serve(listener, app, drain_deadline(stop_rx.clone())),
+        async {
+            let deadline = drain_deadline(stop_rx.clone()).await;
+            jobs.shutdown(deadline).await;
+        }
+    );
+    let end = (*stop_rx.borrow()).unwrap_or_else(Instant::now);
+    pool.shutdown(end.saturating_duration_since(Instant::now()))
+        .await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -102,6 +102,11 @@ pub struct Metrics {
     /// Request-body and source bytes held now (read at scrape time).
     pub inflight_body_bytes: Gauge,
     pub jobs: Family<StateLabels, Gauge>,
+    /// 1 while the job store answers, 0 while it does not (the job gauges
+    /// then keep their last known values).
+    pub job_store_up: Gauge,
+    /// Bytes of job inputs and results the store holds.
+    pub job_store_bytes: Gauge,
     pub jobs_oldest_queued_age: Gauge<f64, AtomicU64>,
     /// Job callbacks by how they ended: `delivered`, `failed` (after every
     /// retry), `refused` (the address guard said no).
@@ -134,6 +139,8 @@ impl Metrics {
         let send_timeouts = Counter::default();
         let inflight_body_bytes = Gauge::default();
         let jobs = Family::<StateLabels, Gauge>::default();
+        let job_store_up = Gauge::default();
+        let job_store_bytes = Gauge::default();
         let jobs_oldest_queued_age = Gauge::<f64, AtomicU64>::default();
         let job_callbacks = Family::<ResultLabels, Counter>::default();
         let build = Family::<VersionLabels, Gauge>::default();
@@ -206,6 +213,16 @@ impl Metrics {
         );
         registry.register("jobs", "Background jobs by status", jobs.clone());
         registry.register(
+            "job_store_up",
+            "1 while the job store answers, else 0 (job gauges keep their last values)",
+            job_store_up.clone(),
+        );
+        registry.register(
+            "job_store_bytes",
+            "Bytes of job inputs and results the job store holds",
+            job_store_bytes.clone(),
+        );
+        registry.register(
             "jobs_oldest_queued_age_seconds",
             "Age of the oldest queued background job",
             jobs_oldest_queued_age.clone(),
@@ -232,6 +249,8 @@ impl Metrics {
             send_timeouts,
             inflight_body_bytes,
             jobs,
+            job_store_up,
+            job_store_bytes,
             jobs_oldest_queued_age,
             job_callbacks,
         })

@@ -175,7 +175,9 @@ fn api_validates_and_follows_the_job_life() {
     let s = Server::start(&[
         "--state-dir",
         dir.path(),
-        "--max-job-bytes",
+        // One job's input is capped by --max-body (--max-job-bytes bounds
+        // the whole store).
+        "--max-body",
         "64KiB",
         "--job-slots",
         "1",

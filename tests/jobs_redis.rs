@@ -22,6 +22,8 @@ struct Redis {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    /// Extra `redis-server` arguments (settings under test).
+    extra: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -42,6 +44,10 @@ fn ping(port: u16) -> bool {
 
 impl Redis {
     fn start() -> Redis {
+        Redis::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Redis {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
@@ -53,6 +59,7 @@ impl Redis {
             child: None,
             port: free_port(),
             dir,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         r.spawn();
         r
@@ -65,6 +72,7 @@ impl Redis {
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -274,5 +282,109 @@ fn redis_down_answers_503_and_poison_and_recovery_work() {
     .expect("id");
     let v = wait_finished(&s, std::slice::from_ref(&id), Duration::from_secs(20));
     assert_eq!(v[&id]["status"], "done", "{}", v[&id]);
+    assert!(s.stop().success());
+}
+
+#[test]
+fn a_redis_that_may_evict_jobs_is_refused_at_start() {
+    let redis = Redis::start_with(&["--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru"]);
+    let url = redis.url();
+    let state = common::temp_dir();
+    let state = state.to_str().expect("utf-8").to_string();
+    let mut s = Server::spawn(&["--jobs-url", &url, "--state-dir", &state]);
+    let st = s.wait_exit(Duration::from_secs(20));
+    assert!(!st.success());
+    let logs = s.logs();
+    assert!(
+        logs.contains("maxmemory-policy allkeys-lru") && logs.contains("noeviction"),
+        "{logs}"
+    );
+    let _ = std::fs::remove_dir_all(state);
+}
+
+#[test]
+fn redis_limits_and_expiry_hold_across_instances() {
+    let redis = Redis::start();
+    let a = instance(
+        &redis,
+        &[
+            "--job-slots",
+            "1",
+            "--max-queued-jobs",
+            "2",
+            "--job-ttl",
+            "2s",
+        ],
+    );
+    let b = instance(
+        &redis,
+        &[
+            "--job-slots",
+            "1",
+            "--max-queued-jobs",
+            "2",
+            "--job-ttl",
+            "2s",
+        ],
+    );
+    // Both instances busy, two queued: the limit is shared.
+    let busy: Vec<String> = (0..2)
+        .map(|_| submit(&a, "__sleep?ms=4000", b"x"))
+        .collect();
+    wait_for("both running", Duration::from_secs(10), || {
+        busy.iter()
+            .all(|id| status(&a, id)["status"] == "running")
+            .then_some(())
+    });
+    let queued: Vec<String> = (0..2)
+        .map(|_| submit(&b, "__sleep?ms=10", b"xyz"))
+        .collect();
+    let r = a.post("/v1/jobs/__sleep?ms=10", b"x");
+    assert_eq!((r.status, r.error_code().as_str()), (503, "job_queue_full"));
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(b.get("/v1/jobs").json()["bytes"], 2 + 6, "inputs held");
+    // Still queued after the TTL: failed as expired.
+    for id in &queued {
+        let v = wait_for("expired", Duration::from_secs(10), || {
+            let v = status(&a, id);
+            (v["status"] == "failed").then_some(v)
+        });
+        assert_eq!(v["error"]["code"], "expired", "{v}");
+    }
+    let done = wait_finished(&a, &busy, Duration::from_secs(20));
+    for id in &busy {
+        assert_eq!(done[id]["status"], "done", "{}", done[id]);
+    }
+    // Inputs of finished and expired jobs are no longer counted.
+    wait_for("bytes released", Duration::from_secs(5), || {
+        (a.get("/v1/jobs").json()["bytes"] == 0).then_some(())
+    });
+    assert!(a.stop().success());
+    assert!(b.stop().success());
+}
+
+#[test]
+fn a_redis_outage_is_visible_and_the_sync_api_stays_ready() {
+    let mut redis = Redis::start();
+    let s = instance(&redis, &[]);
+    let id = submit(&s, "resize?width=16", &corpus_file(CAT));
+    wait_finished(&s, std::slice::from_ref(&id), Duration::from_secs(20));
+    assert_eq!(s.metric("pixfork_job_store_up"), Some(1.0));
+    assert_eq!(s.metric("pixfork_jobs{state=\"done\"}"), Some(1.0));
+    redis.stop();
+    let ready = wait_for("the store seen down", Duration::from_secs(10), || {
+        let r = s.get("/readyz");
+        let v = r.json();
+        (v["job_store"] == "down").then_some((r.status, v))
+    });
+    assert_eq!(ready.0, 200, "the sync API stays ready: {}", ready.1);
+    assert_eq!(s.metric("pixfork_job_store_up"), Some(0.0));
+    // The last known counts stay, rather than dropping to nothing.
+    assert_eq!(s.metric("pixfork_jobs{state=\"done\"}"), Some(1.0));
+    assert_eq!(s.post("/v1/resize?width=8", &corpus_file(CAT)).status, 200);
+    redis.spawn();
+    wait_for("the store seen up", Duration::from_secs(15), || {
+        (s.readyz()["job_store"] == "up").then_some(())
+    });
     assert!(s.stop().success());
 }

@@ -1,6 +1,7 @@
 //! What every connection shares: the [`App`] (pool, jobs, settings,
 //! metrics), the response type, and small helpers of every route.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +48,9 @@ pub struct App {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Request bodies and URL sources held at once (`--max-inflight-bytes`).
     pub budget: ByteBudget,
+    /// Set when the drain begins: every response then closes its
+    /// connection, so keep-alive clients learn of the stop.
+    pub draining: AtomicBool,
 }
 
 /// Every response of the service.

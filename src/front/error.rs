@@ -11,6 +11,52 @@ use crate::net::FetchError;
 use crate::pool::PoolError;
 use crate::proto::WorkError;
 
+/// Every `error.code` the API can answer, for the OpenAPI document (its
+/// error schema lists them, so a client generator and the API fuzzer know
+/// them all). The README's error table explains each.
+pub const ERROR_CODES: &[&str] = &[
+    // parameters and routes
+    "bad_parameter",
+    "unknown_parameter",
+    "unknown_op",
+    "not_found",
+    "method_not_allowed",
+    // request bodies
+    "body_too_large",
+    "empty_body",
+    "bad_body",
+    "body_timeout",
+    "server_busy",
+    // the image
+    "unsupported_format",
+    "corrupt_image",
+    "image_too_large",
+    "internal_error",
+    // the pool
+    "queue_full",
+    "queue_timeout",
+    "shutting_down",
+    "worker_crashed",
+    "worker_out_of_memory",
+    "worker_timeout",
+    // URL sources
+    "source_forbidden",
+    "source_too_large",
+    "source_failed",
+    "source_timeout",
+    // background jobs
+    "job_not_found",
+    "job_expired",
+    "job_not_done",
+    "job_running",
+    "job_queue_full",
+    "job_store_unavailable",
+    "job_poison",
+    "job_failed",
+    "expired",
+    "result_too_large",
+];
+
 /// Everything that can go wrong with a request, as the client sees it.
 /// Each variant has one status and one stable `code` string.
 #[derive(Debug, thiserror::Error)]
@@ -162,4 +208,53 @@ impl ApiError {
 /// Shorthand for a parameter error that names the parameter.
 pub fn bad(param: &str, message: impl Into<String>) -> ApiError {
     ApiError::Param(crate::catalogue::bad(param, message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn every_code_is_listed() {
+        let samples = [
+            bad("x", "y"),
+            ApiError::Param(ParamError::UnknownParameter("x".into())),
+            ApiError::Param(ParamError::UnknownOp("x".into())),
+            ApiError::NotFound("/".into()),
+            ApiError::MethodNotAllowed {
+                method: "PUT".into(),
+                allow: "GET",
+            },
+            ApiError::BodyTooLarge { limit: 1 },
+            ApiError::EmptyBody,
+            ApiError::BodyRead("x".into()),
+            ApiError::BodyTimeout(Duration::from_secs(1)),
+            ApiError::ServerBusy(OverBudget { limit: 1 }),
+            ApiError::Pool(PoolError::QueueFull),
+            ApiError::Pool(PoolError::QueueTimeout(Duration::from_secs(1))),
+            ApiError::Pool(PoolError::ShuttingDown),
+            ApiError::Pool(PoolError::OutOfMemory { slot: 0, pid: 1 }),
+            ApiError::Source(FetchError::Forbidden("x".into())),
+            ApiError::Source(FetchError::TooLarge { limit: 1 }),
+            ApiError::Source(FetchError::Failed("x".into())),
+            ApiError::Source(FetchError::Timeout(Duration::from_secs(1))),
+        ];
+        for e in samples {
+            assert!(
+                ERROR_CODES.contains(&e.code()),
+                "{} is not listed",
+                e.code()
+            );
+        }
+        for kind in [
+            crate::proto::ErrorKind::BadParameter,
+            crate::proto::ErrorKind::Unsupported,
+            crate::proto::ErrorKind::Corrupt,
+            crate::proto::ErrorKind::TooLarge,
+            crate::proto::ErrorKind::Internal,
+        ] {
+            assert!(ERROR_CODES.contains(&kind.code()));
+        }
+    }
 }

@@ -26,7 +26,9 @@ use super::app::{json, not_allowed, App, Resp};
 use super::body::read_body;
 use super::error::{bad, ApiError};
 use crate::catalogue;
-use crate::jobs::model::{status_json, JobError, Lookup, Removed, ResultLookup, POISON_CODE};
+use crate::jobs::model::{
+    status_json, JobError, Lookup, Removed, ResultLookup, Submit, EXPIRED_CODE, POISON_CODE,
+};
 use crate::jobs::{Jobs, StoreError};
 use crate::net;
 use crate::proto::{Op, Task};
@@ -130,9 +132,9 @@ async fn submit(
             )
         })?;
     }
-    // The pool's payload cap is the larger of --max-body and
-    // --max-job-bytes (see master.rs), so any stored input reaches a worker.
-    let limit = jobs.max_job_bytes();
+    // Capped by --max-body, as a synchronous request, so any stored input
+    // reaches a worker.
+    let limit = jobs.max_input_bytes();
     // Held against --max-inflight-bytes until the store has the bytes.
     let mut hold = app.budget.hold();
     let input = read_body(req, limit, app.cfg.body_timeout, &mut hold).await?;
@@ -140,7 +142,26 @@ async fn submit(
         return Err(ApiError::EmptyBody);
     }
     let bytes = input.len();
-    let id = jobs.submit(op, query, input).await.map_err(unavailable)?;
+    let (id, verdict) = jobs.submit(op, query, input).await.map_err(unavailable)?;
+    match verdict {
+        Submit::Stored => {}
+        Submit::TooManyJobs { max } => {
+            return Err(job_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "job_queue_full",
+                format!("{max} jobs are waiting already (--max-queued-jobs); try again later"),
+            ))
+        }
+        Submit::TooManyBytes { max } => {
+            return Err(job_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "job_queue_full",
+                format!(
+                "the job store holds its limit of {max} bytes (--max-job-bytes); try again later"
+            ),
+            ))
+        }
+    }
     tracing::info!(request_id, job_id = %id, op, bytes, "job accepted");
     let status_url = format!("/v1/jobs/{id}");
     let result_url = format!("/v1/jobs/{id}/result");
@@ -230,6 +251,7 @@ const KNOWN_CODES: &[&str] = &[
     "worker_timeout",
     "worker_out_of_memory",
     POISON_CODE,
+    EXPIRED_CODE,
     "result_too_large",
 ];
 
@@ -277,6 +299,16 @@ mod tests {
         assert!(!valid_id("resize"));
         assert!(!valid_id("../../etc/passwd"));
         assert!(!valid_id(&"A".repeat(32)));
+    }
+
+    #[test]
+    fn every_job_code_is_listed() {
+        for code in KNOWN_CODES.iter().chain(&["job_failed"]) {
+            assert!(
+                crate::front::error::ERROR_CODES.contains(code),
+                "{code} is not in ERROR_CODES"
+            );
+        }
     }
 
     #[test]

@@ -336,7 +336,7 @@ pub fn document(url_sources: bool) -> Json {
                         "type": "object",
                         "required": ["code", "message"],
                         "properties": {
-                            "code": {"type": "string"},
+                            "code": {"type": "string", "enum": super::error::ERROR_CODES},
                             "message": {"type": "string"},
                             "param": {"type": "string"},
                         },

@@ -40,6 +40,9 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Resp, Infal
     };
     let elapsed = started.elapsed();
     let headers = resp.headers_mut();
+    if app.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        headers.insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if let Ok(v) = HeaderValue::from_str(&id) {
         headers.insert("x-request-id", v);
     }
@@ -96,7 +99,7 @@ async fn route(
             if req.method() != Method::GET && req.method() != Method::HEAD {
                 return Err(not_allowed(req.method(), "GET"));
             }
-            Ok(status::readyz(&app.pool))
+            Ok(status::readyz(&app.pool, &app.jobs))
         }
         "/metrics" => {
             if req.method() != Method::GET && req.method() != Method::HEAD {

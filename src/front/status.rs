@@ -5,8 +5,13 @@ use http_body_util::Full;
 use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 
+use std::time::Duration;
+
 use super::app::{json, App, Resp};
 use crate::pool::{Pool, SlotState};
+
+/// Longest a scrape waits for the job store's counts.
+const STATS_WAIT: Duration = Duration::from_millis(500);
 
 /// `GET /metrics`: pool gauges are read now, so they cannot drift.
 pub(super) async fn metrics(app: &App) -> Resp {
@@ -27,8 +32,15 @@ pub(super) async fn metrics(app: &App) -> Resp {
     m.queue_depth.set(app.pool.queued() as i64);
     m.inflight_body_bytes
         .set(i64::try_from(app.budget.in_use()).unwrap_or(i64::MAX));
-    let jobs = app.jobs.stats().await;
-    if jobs.available {
+    // A scrape must not hang on a store that does not answer: after a short
+    // wait the store counts as down, and the job gauges keep their last
+    // known values (a backlog alert must not see a 0 that is not real).
+    let jobs = tokio::time::timeout(STATS_WAIT, app.jobs.try_stats()).await;
+    let up = matches!(jobs, Ok(Ok(_)));
+    m.job_store_up.set(i64::from(up));
+    if let Ok(Ok(jobs)) = jobs {
+        m.job_store_bytes
+            .set(i64::try_from(jobs.bytes).unwrap_or(i64::MAX));
         for (name, n) in [
             ("queued", jobs.queued),
             ("running", jobs.running),
@@ -50,7 +62,7 @@ pub(super) async fn metrics(app: &App) -> Resp {
     resp
 }
 
-pub(super) fn readyz(pool: &Pool) -> Resp {
+pub(super) fn readyz(pool: &Pool, jobs: &crate::jobs::Jobs) -> Resp {
     let slots = pool.slots();
     let ready = slots
         .iter()
@@ -70,6 +82,9 @@ pub(super) fn readyz(pool: &Pool) -> Resp {
             // its old worker if it has one; this flags it for the operator.
             "degraded": slots.iter().any(|s| s.spawn_error.is_some()),
             "workers_ready": ready,
+            // Reported, never counted against readiness: the synchronous
+            // API works without the job store.
+            "job_store": jobs.health().as_str(),
             "queued": pool.queued(),
             "slots": slots,
         }),

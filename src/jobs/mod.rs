@@ -32,6 +32,7 @@ mod runner;
 pub mod store;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,20 +46,28 @@ use crate::pool::Pool;
 use crate::proto::Limits;
 
 pub use model::JobStats;
-use model::{now_ms, JobRecord, Lookup, NewJob, Removed, ResultLookup};
+use model::{now_ms, JobRecord, Lookup, NewJob, Removed, ResultLookup, Submit};
 use store::Store;
 pub use store::StoreError;
 
-/// How long [`Jobs::shutdown`] lets running jobs finish before handing them
-/// back to the queue (the front's default graceful timeout).
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// The most of the shutdown time kept for writing the releases of jobs
+/// still running at the deadline.
+const RELEASE_TIME: Duration = Duration::from_secs(2);
+/// Time the store may take to close even when the deadline has passed
+/// (the SQLite thread finishes its last call and checkpoints).
+const STORE_CLOSE_TIME: Duration = Duration::from_millis(500);
 
 /// Settings of the job system, from the master's flags.
 #[derive(Debug, Clone)]
 pub struct JobsConfig {
     pub state_dir: std::path::PathBuf,
     pub jobs_url: Option<String>,
+    /// `--max-queued-jobs`: jobs waiting to run.
+    pub max_queued_jobs: u64,
+    /// `--max-job-bytes`: inputs and results held by the store, together.
     pub max_job_bytes: u64,
+    /// One job's input (`--max-body`).
+    pub max_input_bytes: u64,
     pub job_ttl: std::time::Duration,
     pub claim_timeout: std::time::Duration,
     pub job_slots: usize,
@@ -93,6 +102,36 @@ pub enum JobsError {
     RedisUrl { reason: String },
 }
 
+/// How the job store is doing, as `/readyz` and `/metrics` report it.
+/// Only the job routes depend on it: the synchronous API stays ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum StoreHealth {
+    Up = 0,
+    /// Unreachable or failing right now (it may come back on its own).
+    Down = 1,
+    /// Damaged: it will not come back on its own (see the log).
+    Corrupt = 2,
+}
+
+impl StoreHealth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreHealth::Up => "up",
+            StoreHealth::Down => "down",
+            StoreHealth::Corrupt => "corrupt",
+        }
+    }
+
+    fn from_u8(v: u8) -> StoreHealth {
+        match v {
+            0 => StoreHealth::Up,
+            1 => StoreHealth::Down,
+            _ => StoreHealth::Corrupt,
+        }
+    }
+}
+
 /// Everything the runner, the sweeper and the routes share.
 struct Inner {
     store: Store,
@@ -106,6 +145,8 @@ struct Inner {
     wake: Notify,
     /// `--job-slots` permits; a claimed job holds one until its end is written.
     slots: Arc<Semaphore>,
+    /// The store's health as last seen ([`StoreHealth`] as a number).
+    health: AtomicU8,
     /// Stops the claim loop and the sweeper.
     stop: watch::Sender<bool>,
     /// Makes jobs still running after the shutdown grace go back to the queue.
@@ -137,6 +178,7 @@ impl Jobs {
             instance,
             wake: Notify::new(),
             slots: Arc::new(Semaphore::new(slots)),
+            health: AtomicU8::new(StoreHealth::Up as u8),
             stop: watch::channel(false).0,
             abandon: watch::channel(false).0,
             tasks: Mutex::new(Vec::new()),
@@ -157,37 +199,43 @@ impl Jobs {
         Ok(Jobs { inner })
     }
 
-    /// Stops taking new work, lets running jobs finish (up to 30 s; after
-    /// that they go back to the queue), then closes the store. Queued jobs
-    /// stay stored for the next start.
-    pub async fn shutdown(&self) {
+    /// Stops taking new work at once, lets running jobs finish until
+    /// `deadline`, hands those still running back to the queue (a release,
+    /// not a crash: the next attempt is not counted against the job) and
+    /// closes the store, all by `deadline`. Queued jobs stay stored for
+    /// the next start.
+    pub async fn shutdown(&self, deadline: tokio::time::Instant) {
         let inner = &self.inner;
         let _ = inner.stop.send(true);
         let tasks: Vec<JoinHandle<()>> = match inner.tasks.lock() {
             Ok(mut t) => t.drain(..).collect(),
             Err(_) => Vec::new(),
         };
-        for t in tasks {
-            let _ = t.await;
-        }
         let all = u32::try_from(inner.cfg.job_slots.max(1)).unwrap_or(u32::MAX);
-        if tokio::time::timeout(SHUTDOWN_GRACE, inner.slots.acquire_many(all))
-            .await
-            .is_err()
-        {
+        // The last part of the time is for writing the releases.
+        let now = tokio::time::Instant::now();
+        let release = (deadline.saturating_duration_since(now) / 10).min(RELEASE_TIME);
+        let finish_by = deadline - release;
+        let wait = async {
+            for t in tasks {
+                let _ = t.await;
+            }
+            inner.slots.acquire_many(all).await.map(drop)
+        };
+        if tokio::time::timeout_at(finish_by, wait).await.is_err() {
             tracing::warn!(
-                "jobs still running after {SHUTDOWN_GRACE:?}: handing them back to the queue"
+                "jobs still running at the shutdown deadline: handing them back to the queue"
             );
             let _ = inner.abandon.send(true);
-            let _ =
-                tokio::time::timeout(Duration::from_secs(5), inner.slots.acquire_many(all)).await;
+            let _ = tokio::time::timeout_at(deadline, inner.slots.acquire_many(all)).await;
         }
         inner.slots.close();
-        if tokio::time::timeout(Duration::from_secs(10), inner.store.close())
+        let close_by = deadline.max(tokio::time::Instant::now() + STORE_CLOSE_TIME);
+        if tokio::time::timeout_at(close_by, inner.store.close())
             .await
             .is_err()
         {
-            tracing::warn!("the job store did not close within 10 s");
+            tracing::warn!("the job store did not close in time");
         }
         tracing::info!("job system stopped");
     }
@@ -197,9 +245,9 @@ impl Jobs {
         self.inner.cfg.limits
     }
 
-    /// Largest input (and result) of one job, `--max-job-bytes`.
-    pub fn max_job_bytes(&self) -> u64 {
-        self.inner.cfg.max_job_bytes
+    /// Largest input of one job (`--max-body`).
+    pub fn max_input_bytes(&self) -> u64 {
+        self.inner.cfg.max_input_bytes
     }
 
     /// The guard a job's `callback_url` must pass.
@@ -208,16 +256,19 @@ impl Jobs {
     }
 
     /// Stores a new job (durably: see the guarantees above) and wakes the
-    /// runner. `query` has been validated by the caller; it is stored as
-    /// sent and parsed again when the job runs. Returns the job's id.
+    /// runner, unless the store is at `--max-queued-jobs` or
+    /// `--max-job-bytes` (then nothing is stored). `query` has been
+    /// validated by the caller; it is stored as sent and parsed again when
+    /// the job runs. Returns the new job's id and the verdict.
     pub async fn submit(
         &self,
         op: &str,
         query: String,
         input: Bytes,
-    ) -> Result<String, StoreError> {
+    ) -> Result<(String, Submit), StoreError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
-        self.inner
+        let verdict = self
+            .inner
             .store
             .submit(NewJob {
                 id: id.clone(),
@@ -227,8 +278,10 @@ impl Jobs {
                 created_ms: now_ms(),
             })
             .await?;
-        self.inner.wake.notify_one();
-        Ok(id)
+        if verdict == Submit::Stored {
+            self.inner.wake.notify_one();
+        }
+        Ok((id, verdict))
     }
 
     /// A job's record, for its status document.
@@ -248,7 +301,15 @@ impl Jobs {
 
     /// Counts by status, or why the store cannot tell.
     pub async fn try_stats(&self) -> Result<JobStats, StoreError> {
-        self.inner.store.stats().await
+        let r = self.inner.store.stats().await;
+        self.inner.saw(&r);
+        r
+    }
+
+    /// The store's health as last seen (by the runner, which touches the
+    /// store at least every second or two, or by the last call).
+    pub fn health(&self) -> StoreHealth {
+        StoreHealth::from_u8(self.inner.health.load(Ordering::Relaxed))
     }
 
     /// Counts by status and the age of the oldest queued job. Never fails:
@@ -261,6 +322,23 @@ impl Jobs {
                 JobStats::default()
             }
         }
+    }
+}
+
+impl Inner {
+    /// Records what a store call says of the store's health. Corruption
+    /// is sticky: only a restart (after the operator's repair) clears it.
+    fn saw<T>(&self, r: &Result<T, StoreError>) {
+        let now = match r {
+            Ok(_) => StoreHealth::Up,
+            Err(StoreError::Damaged(_)) => StoreHealth::Corrupt,
+            Err(_) => StoreHealth::Down,
+        };
+        let _ = self
+            .health
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                (old != StoreHealth::Corrupt as u8).then_some(now as u8)
+            });
     }
 }
 

@@ -20,6 +20,35 @@ pub const POISON_CODE: &str = "job_poison";
 /// for a crashed worker (502), since that is what happened, twice.
 pub const POISON_STATUS: u16 = 502;
 
+/// The error code of a job that waited in the queue past `--job-ttl`.
+pub const EXPIRED_CODE: &str = "expired";
+
+/// HTTP status of that error: the job is gone for good, not worth retrying
+/// as it is.
+pub const EXPIRED_STATUS: u16 = 410;
+
+/// The message of a job that expired in the queue.
+pub fn expired_message(ttl: Duration) -> String {
+    format!(
+        "the job waited longer than --job-ttl ({}) without starting; it was not run",
+        humantime::format_duration(ttl)
+    )
+}
+
+/// What a submission found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submit {
+    Stored,
+    /// `--max-queued-jobs` jobs are waiting already.
+    TooManyJobs {
+        max: u64,
+    },
+    /// The store holds `--max-job-bytes` (this input would pass it).
+    TooManyBytes {
+        max: u64,
+    },
+}
+
 /// Where a job is in its life. Every accepted job moves
 /// `queued -> running -> done|failed`, possibly going back from `running` to
 /// `queued` when its attempt was cut off; `done` and `failed` are final.
@@ -193,6 +222,9 @@ pub struct JobStats {
     pub expired: u64,
     /// Age of the oldest queued job in seconds (0 when none is queued).
     pub oldest_queued_age_secs: f64,
+    /// Bytes the store holds for jobs: inputs of queued and running jobs,
+    /// results of done ones (bounded by `--max-job-bytes`).
+    pub bytes: u64,
 }
 
 /// How long the tombstone of an expired job is kept after its expiry.

@@ -49,7 +49,9 @@ pub(super) async fn claim_loop(inner: Arc<Inner>) {
             },
             _ = stop.wait_for(|s| *s) => break,
         };
-        match inner.store.claim(&inner.instance).await {
+        let claimed = inner.store.claim(&inner.instance).await;
+        inner.saw(&claimed);
+        match claimed {
             Ok(Some(job)) => {
                 if !backoff.is_zero() {
                     tracing::info!(store = inner.store.kind(), "job store reachable again");

@@ -248,6 +248,9 @@ pub(crate) struct Shared {
     slots: Mutex<Vec<SlotEntry>>,
     /// Flips to true when the pool stops: idle slots then close their workers.
     stop: watch::Receiver<bool>,
+    /// How long a stopping worker may take to exit before it is killed:
+    /// shortened by [`Pool::shutdown`] to fit the shutdown deadline.
+    close_grace: Mutex<Duration>,
 }
 
 impl Shared {
@@ -255,6 +258,32 @@ impl Shared {
     fn cpu_for(&self, index: usize) -> Option<usize> {
         (self.cfg.pin_workers && !self.cpus.is_empty()).then(|| self.cpus[index % self.cpus.len()])
     }
+}
+
+/// Waits up to `limit` for a slot to start the job. The hand-over is atomic:
+/// at the timeout the receiver is closed first (so a slot's later `send`
+/// fails and it skips the job) and only then checked for a start that won
+/// the race, so a job is either started and awaited, or refused and never
+/// run. (Refusing a job a slot had just started let the job runner queue
+/// it again: it ran twice.)
+async fn wait_started(
+    mut started: oneshot::Receiver<()>,
+    limit: Duration,
+) -> Result<(), PoolError> {
+    match tokio::time::timeout(limit, &mut started).await {
+        Ok(Ok(())) => Ok(()),
+        // The slot dropped the job without starting it: only at shutdown.
+        Ok(Err(_)) => Err(PoolError::ShuttingDown),
+        Err(_) if settle(&mut started) => Ok(()),
+        Err(_) => Err(PoolError::QueueTimeout(limit)),
+    }
+}
+
+/// Closes `started` and tells whether a start got in before the close:
+/// after it, a slot's `send` fails, so the answer is final.
+fn settle(started: &mut oneshot::Receiver<()>) -> bool {
+    started.close();
+    started.try_recv().is_ok()
 }
 
 /// The CPUs this process may run on, in order.
@@ -292,6 +321,7 @@ impl Pool {
             jobs,
             slots: Mutex::new(Vec::new()),
             stop: stop_rx,
+            close_grace: Mutex::new(slot::CLOSE_GRACE),
         });
 
         let mut boots = Vec::with_capacity(count);
@@ -456,13 +486,7 @@ impl Pool {
             Err(async_channel::TrySendError::Full(_)) => return Err(PoolError::QueueFull),
             Err(async_channel::TrySendError::Closed(_)) => return Err(PoolError::ShuttingDown),
         }
-        let queue_timeout = self.shared.cfg.queue_timeout;
-        match tokio::time::timeout(queue_timeout, started_rx).await {
-            Ok(Ok(())) => {}
-            // The slot dropped the job without starting it: only at shutdown.
-            Ok(Err(_)) => return Err(PoolError::ShuttingDown),
-            Err(_) => return Err(PoolError::QueueTimeout(queue_timeout)),
-        }
+        wait_started(started_rx, self.shared.cfg.queue_timeout).await?;
         // The slot enforces the deadline itself and always answers; the
         // extra margin only guards against a bug there.
         let limit = self.shared.cfg.timeout + Duration::from_secs(5);
@@ -509,6 +533,9 @@ impl Pool {
     /// worker is asked to exit (its socket is closed), killed if it does not
     /// within `grace`, and reaped. Returns when every slot task has ended.
     pub async fn shutdown(&self, grace: Duration) {
+        if let Ok(mut g) = self.shared.close_grace.lock() {
+            *g = grace.min(slot::CLOSE_GRACE);
+        }
         self.queue.close();
         let _ = self.stop.send(true);
         let tasks: Vec<JoinHandle<()>> = match self.tasks.lock() {
@@ -520,11 +547,40 @@ impl Pool {
                 let _ = t.await;
             }
         };
-        if tokio::time::timeout(grace + Duration::from_secs(2), all)
+        // A worker still busy past this is killed with the process (it
+        // dies with its parent).
+        if tokio::time::timeout(grace + Duration::from_millis(200), all)
             .await
             .is_err()
         {
             tracing::warn!("workers did not stop in time");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_start_that_races_the_queue_timeout_is_settled_once() {
+        // The slot started the job just as the wait timed out: it counts.
+        let (tx, mut rx) = oneshot::channel();
+        tx.send(()).expect("start");
+        assert!(settle(&mut rx));
+        // No start yet: refused, and a slot's start after that fails, so
+        // the slot skips the job instead of running it behind our back.
+        let (tx, mut rx) = oneshot::channel::<()>();
+        assert!(!settle(&mut rx));
+        assert!(tx.send(()).is_err(), "a start after the refusal must fail");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_job_nobody_starts_times_out() {
+        let (_tx, rx) = oneshot::channel::<()>();
+        assert!(matches!(
+            wait_started(rx, Duration::from_secs(1)).await,
+            Err(PoolError::QueueTimeout(_))
+        ));
     }
 }

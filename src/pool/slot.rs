@@ -39,7 +39,7 @@ const RECYCLE_BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// How long a worker whose socket broke may take to finish dying.
 const DEATH_GRACE: Duration = Duration::from_millis(500);
 /// How long a worker may take to exit after its socket is closed.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
+pub(super) const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// How a worker's service in this slot ended.
 enum End {
@@ -143,7 +143,8 @@ pub(super) async fn run(
         match end {
             End::Closed | End::Retired => {
                 status.set(SlotState::Dead);
-                let exit = w.close(CLOSE_GRACE).await;
+                let grace = shared.close_grace.lock().map_or(CLOSE_GRACE, |g| *g);
+                let exit = w.close(grace).await;
                 shared.metrics.death(DeathReason::Stop);
                 tracing::info!(slot, pid, "worker stopped ({})", describe_exit(exit));
                 status.pid.store(0, Ordering::Relaxed);

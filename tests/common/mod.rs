@@ -2,6 +2,8 @@
 //! talk HTTP to it, and check that it leaves nothing behind.
 #![allow(dead_code)]
 
+pub mod jobs;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;

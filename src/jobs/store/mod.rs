@@ -10,12 +10,13 @@ use std::time::Duration;
 use self::redis::RedisStore;
 use self::sqlite::SqliteStore;
 use super::model::{
-    Claimed, Finished, JobRecord, JobStats, Lookup, NewJob, Removed, Requeue, ResultLookup,
+    Claimed, Finished, JobRecord, JobStats, Lookup, NewJob, Removed, Requeue, ResultLookup, Submit,
 };
 use super::{JobsConfig, JobsError};
 
-/// Why a store call failed. Every variant means "the store is unavailable
-/// right now" to a client (503), never "your job is wrong".
+/// Why a store call failed. Every variant means "the store is unavailable"
+/// to a client (503), never "your job is wrong"; `Damaged` means it will
+/// stay so until the operator acts.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database: {0}")]
@@ -25,7 +26,19 @@ pub enum StoreError {
     #[error("the job store is closed")]
     Closed,
     #[error("unexpected data in the job store: {0}")]
-    Corrupt(String),
+    Unexpected(String),
+    /// The store is damaged (a failed integrity check, a corrupt page):
+    /// it will not heal on its own; the operator must repair or move it.
+    #[error("the job store is damaged: {0}")]
+    Damaged(String),
+}
+
+/// The bounds of a store, from the master's flags.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreLimits {
+    pub max_queued_jobs: u64,
+    pub max_job_bytes: u64,
+    pub ttl: Duration,
 }
 
 /// The message of a job failed as poison.
@@ -46,13 +59,18 @@ impl Store {
     /// The embedded store under `state_dir`, or Redis with `--jobs-url`.
     /// Returns the store and how many jobs recovery re-queued.
     pub async fn open(cfg: &JobsConfig, instance: &str) -> Result<(Store, usize), JobsError> {
+        let limits = StoreLimits {
+            max_queued_jobs: cfg.max_queued_jobs,
+            max_job_bytes: cfg.max_job_bytes,
+            ttl: cfg.job_ttl,
+        };
         match &cfg.jobs_url {
             Some(url) => {
-                let s = RedisStore::open(url, instance, cfg.claim_timeout, cfg.job_ttl).await?;
+                let s = RedisStore::open(url, instance, cfg.claim_timeout, limits).await?;
                 Ok((Store::Redis(Box::new(s)), 0))
             }
             None => {
-                let (s, recovered) = SqliteStore::open(&cfg.state_dir).await?;
+                let (s, recovered) = SqliteStore::open(&cfg.state_dir, limits).await?;
                 Ok((Store::Sqlite(s), recovered))
             }
         }
@@ -71,7 +89,7 @@ impl Store {
         matches!(self, Store::Redis(_))
     }
 
-    pub async fn submit(&self, job: NewJob) -> Result<(), StoreError> {
+    pub async fn submit(&self, job: NewJob) -> Result<Submit, StoreError> {
         match self {
             Store::Sqlite(s) => s.submit(job).await,
             Store::Redis(s) => s.submit(job).await,

@@ -20,10 +20,11 @@ use nix::fcntl::{Flock, FlockArg};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
 
-use super::StoreError;
+use super::{StoreError, StoreLimits};
 use crate::jobs::model::{
-    now_ms, Claimed, Dims, Finished, JobError, JobRecord, JobStats, Lookup, NewJob, Removed,
-    Requeue, ResultLookup, Status, MAX_CRASHES, POISON_CODE, POISON_STATUS,
+    expired_message, now_ms, Claimed, Dims, Finished, JobError, JobRecord, JobStats, Lookup,
+    NewJob, Removed, Requeue, ResultLookup, Status, Submit, EXPIRED_CODE, EXPIRED_STATUS,
+    MAX_CRASHES, POISON_CODE, POISON_STATUS,
 };
 use crate::jobs::JobsError;
 
@@ -79,6 +80,7 @@ enum Msg {
 #[derive(Clone)]
 pub struct SqliteStore {
     tx: mpsc::Sender<Msg>,
+    limits: StoreLimits,
 }
 
 impl SqliteStore {
@@ -87,7 +89,7 @@ impl SqliteStore {
     /// goes back to `queued` with one more crash counted (and is failed as
     /// poison when that makes [`MAX_CRASHES`]). Returns the store and how
     /// many jobs were re-queued.
-    pub async fn open(dir: &Path) -> Result<(SqliteStore, usize), JobsError> {
+    pub async fn open(dir: &Path, limits: StoreLimits) -> Result<(SqliteStore, usize), JobsError> {
         let (tx, rx) = mpsc::channel::<Msg>();
         let (ready_tx, ready_rx) = oneshot::channel();
         let dir = dir.to_path_buf();
@@ -108,7 +110,7 @@ impl SqliteStore {
         let recovered = ready_rx
             .await
             .map_err(|_| JobsError::Store("the database thread stopped while opening".into()))??;
-        Ok((SqliteStore { tx }, recovered))
+        Ok((SqliteStore { tx, limits }, recovered))
     }
 
     /// Runs `f` on the database thread.
@@ -128,15 +130,30 @@ impl SqliteStore {
     }
 
     /// Stores a new job in one transaction, committed (and fsynced) before
-    /// this returns.
-    pub async fn submit(&self, job: NewJob) -> Result<(), StoreError> {
+    /// this returns, unless the store holds its limit of queued jobs or of
+    /// bytes: checked in the same transaction, so the limit holds exactly.
+    pub async fn submit(&self, job: NewJob) -> Result<Submit, StoreError> {
+        let limits = self.limits;
         self.call(move |conn| {
-            conn.execute(
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let (queued, bytes) = held(&tx)?;
+            if queued >= limits.max_queued_jobs {
+                return Ok(Submit::TooManyJobs {
+                    max: limits.max_queued_jobs,
+                });
+            }
+            if bytes.saturating_add(job.input.len() as u64) > limits.max_job_bytes {
+                return Ok(Submit::TooManyBytes {
+                    max: limits.max_job_bytes,
+                });
+            }
+            tx.execute(
                 "INSERT INTO jobs (id, op, query, status, created_ms, input)
                  VALUES (?1, ?2, ?3, 'queued', ?4, ?5)",
                 params![job.id, job.op, job.query, job.created_ms, &job.input[..]],
-            )
-            .map(|_| ())
+            )?;
+            tx.commit()?;
+            Ok(Submit::Stored)
         })
         .await
     }
@@ -376,11 +393,25 @@ impl SqliteStore {
         .await
     }
 
-    /// Turns jobs finished before `cutoff_ms` into tombstones (blobs
-    /// dropped) and forgets tombstones older than `forget_ms`. Returns how
-    /// many jobs expired.
+    /// Fails jobs still queued since before `cutoff_ms` (code `expired`),
+    /// turns jobs finished before it into tombstones (blobs dropped) and
+    /// forgets tombstones older than `forget_ms`. Returns how many jobs
+    /// expired, both kinds.
     pub async fn sweep(&self, cutoff_ms: i64, forget_ms: i64) -> Result<usize, StoreError> {
+        let ttl = self.limits.ttl;
         self.call(move |conn| {
+            let stale = conn.execute(
+                "UPDATE jobs SET status = 'failed', finished_ms = ?2, input = NULL,
+                        error_status = ?3, error_code = ?4, error_message = ?5
+                 WHERE status = 'queued' AND created_ms < ?1",
+                params![
+                    cutoff_ms,
+                    now_ms(),
+                    EXPIRED_STATUS,
+                    EXPIRED_CODE,
+                    expired_message(ttl)
+                ],
+            )?;
             let expired = conn.execute(
                 "UPDATE jobs SET status = 'expired', expired_ms = ?2, input = NULL, result = NULL
                  WHERE status IN ('done', 'failed') AND finished_ms < ?1",
@@ -392,7 +423,7 @@ impl SqliteStore {
             )?;
             // Hand the freed pages back to the file system a little at a time.
             conn.execute_batch("PRAGMA incremental_vacuum(2048);")?;
-            Ok(expired)
+            Ok(stale + expired)
         })
         .await
     }
@@ -428,6 +459,7 @@ impl SqliteStore {
             if let Some(created) = oldest {
                 stats.oldest_queued_age_secs = (now_ms() - created).max(0) as f64 / 1000.0;
             }
+            stats.bytes = held(conn)?.1;
             Ok(stats)
         })
         .await
@@ -472,6 +504,23 @@ fn serve(mut conn: Connection, lock: Flock<File>, rx: mpsc::Receiver<Msg>) {
     // Every sender is gone without a Close (the process is ending).
     drop(conn);
     drop(lock);
+}
+
+/// Queued jobs, and bytes of inputs and results held. `length()` of a blob
+/// reads the record header only, never the blob's pages.
+fn held(conn: &Connection) -> rusqlite::Result<(u64, u64)> {
+    conn.query_row(
+        "SELECT COUNT(*) FILTER (WHERE status = 'queued'),
+                COALESCE(SUM(LENGTH(input)), 0) + COALESCE(SUM(LENGTH(result)), 0)
+         FROM jobs",
+        [],
+        |r| {
+            Ok((
+                u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+            ))
+        },
+    )
 }
 
 fn store_err(path: &Path, e: rusqlite::Error) -> JobsError {

@@ -5,9 +5,15 @@
 //!   delivered to exactly one of them and stays in that consumer's pending
 //!   list until it is acknowledged.
 //! - A job's metadata is a hash (`pixfork:job:{id}`), its input and result
-//!   are plain keys beside it. Finished jobs get `PEXPIRE = --job-ttl` on the
-//!   hash and the result, plus a small tombstone key that outlives them so
-//!   an expired id answers 410 instead of 404.
+//!   are plain keys beside it. A finished job reads as expired once
+//!   `--job-ttl` has passed; the sweeper then deletes its keys and leaves a
+//!   small tombstone key so its id answers 410 instead of 404. (A far later
+//!   `PEXPIRE` is only the safety net for a store no instance sweeps.)
+//! - `pixfork:jobs:bytes` counts the bytes of inputs and results held; every
+//!   script that adds or drops one updates it, so `--max-job-bytes` is
+//!   checked in the same step as a submission. Scripts build some key names
+//!   from the job id, so a single Redis (or a primary with replicas) is
+//!   supported, not Redis Cluster.
 //! - Sorted sets per status (`pixfork:jobs:{status}`) make the counts and the
 //!   oldest queued job O(log n) to read.
 //! - Every state change of a claimed job (claim, heartbeat, finish, requeue)
@@ -38,12 +44,14 @@ mod scripts;
 
 use self::decode::{dims, entry_job_id, int, record, text};
 use self::scripts::{
-    gone_key, input_key, job_key, result_key, set_key, stream_key, Scripts, CONSUMER_FORGET, GROUP,
+    bytes_key, gone_key, input_key, job_key, result_key, set_key, stream_key, Scripts,
+    CONSUMER_FORGET, GROUP, PREFIX,
 };
-use super::StoreError;
+use super::{StoreError, StoreLimits};
 use crate::jobs::model::{
-    millis, now_ms, Claimed, Finished, JobError, JobRecord, JobStats, Lookup, NewJob, Removed,
-    Requeue, ResultLookup, Status, MAX_CRASHES, POISON_CODE, POISON_STATUS, TOMBSTONE_KEEP,
+    expired_message, millis, now_ms, Claimed, Finished, JobError, JobRecord, JobStats, Lookup,
+    NewJob, Removed, Requeue, ResultLookup, Status, Submit, EXPIRED_CODE, EXPIRED_STATUS,
+    MAX_CRASHES, POISON_CODE, POISON_STATUS, TOMBSTONE_KEEP,
 };
 use crate::jobs::JobsError;
 
@@ -66,10 +74,19 @@ pub struct RedisStore {
     reader: ConnectionManager,
     consumer: String,
     claim_timeout: Duration,
-    ttl: Duration,
+    limits: StoreLimits,
     reclaim: Mutex<Reclaim>,
+    /// When the byte counter was last recounted.
+    recounted: Mutex<Option<Instant>>,
     scripts: Scripts,
 }
+
+/// The replies of the stats pipeline: five counts, the oldest queued job
+/// with its score, the byte counter.
+type StatsReply = (u64, u64, u64, u64, u64, Vec<(String, f64)>, Option<i64>);
+
+/// How often an instance recounts the byte counter from the jobs' hashes.
+const RECOUNT_EVERY: Duration = Duration::from_secs(600);
 
 impl RedisStore {
     /// Connects lazily: a Redis that is down at boot makes job requests
@@ -79,7 +96,7 @@ impl RedisStore {
         url: &str,
         consumer: &str,
         claim_timeout: Duration,
-        ttl: Duration,
+        limits: StoreLimits,
     ) -> Result<RedisStore, JobsError> {
         let client = Client::open(url).map_err(|e| JobsError::RedisUrl {
             reason: e.to_string(),
@@ -103,80 +120,76 @@ impl RedisStore {
             reader,
             consumer: consumer.to_string(),
             claim_timeout,
-            ttl,
+            limits,
+            recounted: Mutex::new(None),
             reclaim: Mutex::new(Reclaim {
                 cursor: "0-0".into(),
                 last: None,
             }),
             scripts: Scripts::load(),
         };
-        if let Err(e) = create_group(store.conn.clone()).await {
-            tracing::warn!(
-                "redis job store not reachable yet ({e}); job requests answer 503 until it is"
-            );
+        match create_group(store.conn.clone()).await {
+            Ok(()) => check_config(store.conn.clone()).await?,
+            Err(e) => tracing::warn!(
+                "redis job store not reachable yet ({e}); job requests answer 503 until it is \
+                 (its eviction and persistence settings are not checked)"
+            ),
         }
         Ok(store)
     }
 
-    /// Writes input, metadata and queue membership, and adds the stream
-    /// entry last, all in one MULTI. If it fails (or its answer is lost),
-    /// the keys are deleted again so a 503 never leaves a job behind; a
-    /// stream entry whose hash is gone is dropped by whoever reads it.
-    pub async fn submit(&self, job: NewJob) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        let r: Result<(), RedisError> = ::redis::pipe()
-            .atomic()
-            .cmd("SET")
-            .arg(input_key(&job.id))
+    /// How long a finished job's keys live in Redis: past `--job-ttl` the
+    /// job reads as expired and the sweeper deletes them (counting their
+    /// bytes out); this expiry is only the safety net for a store no
+    /// instance sweeps.
+    fn keep(&self) -> Duration {
+        self.limits.ttl + TOMBSTONE_KEEP
+    }
+
+    /// Whether a job that finished at `finished_ms` is past `--job-ttl`.
+    fn past_ttl(&self, finished_ms: Option<i64>) -> bool {
+        finished_ms.is_some_and(|f| f + millis(self.limits.ttl) < now_ms())
+    }
+
+    /// Checks the limits and writes input, metadata, queue membership and
+    /// the stream entry in one script. If its answer is lost, the job is
+    /// removed again (unless an instance already took it), so a 503 leaves
+    /// no job behind.
+    pub async fn submit(&self, job: NewJob) -> Result<Submit, StoreError> {
+        let r: Result<String, RedisError> = self
+            .scripts
+            .submit
+            .key(job_key(&job.id))
+            .key(input_key(&job.id))
+            .key(set_key("queued"))
+            .key(stream_key())
+            .key(bytes_key())
+            .arg(&job.id)
+            .arg(&job.op)
+            .arg(&job.query)
+            .arg(job.created_ms)
             .arg(&job.input[..])
-            .ignore()
-            .cmd("HSET")
-            .arg(job_key(&job.id))
-            .arg(&[
-                ("id", job.id.as_str()),
-                ("op", job.op.as_str()),
-                ("query", job.query.as_str()),
-                ("status", "queued"),
-            ])
-            .arg("created_ms")
-            .arg(job.created_ms)
-            .arg("attempts")
-            .arg(0)
-            .arg("crashes")
-            .arg(0)
-            .ignore()
-            .cmd("ZADD")
-            .arg(set_key("queued"))
-            .arg(job.created_ms)
-            .arg(&job.id)
-            .ignore()
-            .cmd("XADD")
-            .arg(stream_key())
-            .arg("*")
-            .arg("id")
-            .arg(&job.id)
-            .ignore()
-            .query_async(&mut conn)
+            .arg(self.limits.max_queued_jobs)
+            .arg(self.limits.max_job_bytes)
+            .invoke_async(&mut self.conn.clone())
             .await;
-        if let Err(e) = r {
-            let cleanup: Result<(), RedisError> = ::redis::pipe()
-                .atomic()
-                .cmd("DEL")
-                .arg(input_key(&job.id))
-                .arg(job_key(&job.id))
-                .ignore()
-                .cmd("ZREM")
-                .arg(set_key("queued"))
-                .arg(&job.id)
-                .ignore()
-                .query_async(&mut conn)
-                .await;
-            if let Err(c) = cleanup {
-                tracing::warn!(job_id = %job.id, "could not clean up a failed submission: {c}");
+        match r {
+            Ok(verdict) => Ok(match verdict.as_str() {
+                "too_many_jobs" => Submit::TooManyJobs {
+                    max: self.limits.max_queued_jobs,
+                },
+                "too_many_bytes" => Submit::TooManyBytes {
+                    max: self.limits.max_job_bytes,
+                },
+                _ => Submit::Stored,
+            }),
+            Err(e) => {
+                if let Err(c) = self.remove(&job.id).await {
+                    tracing::warn!(job_id = %job.id, "could not clean up a failed submission: {c}");
+                }
+                Err(e.into())
             }
-            return Err(e.into());
         }
-        Ok(())
     }
 
     /// Takes one job: first, when due, one entry left pending by a silent
@@ -322,6 +335,7 @@ impl RedisStore {
             .key(set_key("failed"))
             .key(input_key(id))
             .key(gone_key(id))
+            .key(bytes_key())
             .arg(GROUP)
             .arg(entry)
             .arg(&token)
@@ -331,15 +345,15 @@ impl RedisStore {
             .arg(super::poison_message(
                 "it was running on an instance that stopped answering",
             ))
-            .arg(millis(self.ttl))
-            .arg(millis(self.ttl + TOMBSTONE_KEEP))
+            .arg(millis(self.keep()))
+            .arg(millis(self.keep()))
             .arg(id)
             .arg(POISON_STATUS)
             .arg(POISON_CODE)
             .invoke_async(&mut self.conn.clone())
             .await?;
         let Value::Array(items) = reply else {
-            return Err(StoreError::Corrupt(format!(
+            return Err(StoreError::Unexpected(format!(
                 "claim script answered {reply:?}"
             )));
         };
@@ -409,13 +423,14 @@ impl RedisStore {
             .key(input_key(&job.id))
             .key(result_key(&job.id))
             .key(gone_key(&job.id))
+            .key(bytes_key())
             .arg(&job.token)
             .arg(GROUP)
             .arg(&job.entry)
             .arg(&job.id)
             .arg(now_ms())
-            .arg(millis(self.ttl).max(1))
-            .arg(millis(self.ttl + TOMBSTONE_KEEP))
+            .arg(millis(self.keep()).max(1))
+            .arg(millis(self.keep()))
             .arg(status)
             .arg(&body[..])
             .arg(err.as_ref().map_or(String::new(), |e| e.status.to_string()))
@@ -467,7 +482,10 @@ impl RedisStore {
                 Lookup::Missing
             });
         }
-        Ok(record(id, &hash).map_or(Lookup::Expired, Lookup::Found))
+        Ok(match record(id, &hash) {
+            Some(rec) if !self.past_ttl(rec.finished_ms) => Lookup::Found(rec),
+            _ => Lookup::Expired,
+        })
     }
 
     pub async fn result(&self, id: &str) -> Result<ResultLookup, StoreError> {
@@ -488,7 +506,7 @@ impl RedisStore {
                 ResultLookup::Missing
             });
         }
-        let Some(rec) = record(id, &hash) else {
+        let Some(rec) = record(id, &hash).filter(|r| !self.past_ttl(r.finished_ms)) else {
             return Ok(ResultLookup::Expired);
         };
         Ok(match rec.status {
@@ -522,6 +540,7 @@ impl RedisStore {
             .key(set_key("queued"))
             .key(set_key("done"))
             .key(set_key("failed"))
+            .key(bytes_key())
             .arg(id)
             .invoke_async(&mut self.conn.clone())
             .await?;
@@ -540,13 +559,50 @@ impl RedisStore {
             .key(set_key("done"))
             .key(set_key("failed"))
             .key(set_key("expired"))
+            .key(set_key("queued"))
+            .key(bytes_key())
             .arg(cutoff_ms)
             .arg(now_ms())
             .arg(forget_ms)
+            .arg(format!("{PREFIX}:job:"))
+            .arg(millis(TOMBSTONE_KEEP))
+            .arg(EXPIRED_STATUS)
+            .arg(EXPIRED_CODE)
+            .arg(expired_message(self.limits.ttl))
+            .arg(millis(self.keep()))
             .invoke_async(&mut self.conn.clone())
             .await?;
         self.forget_dead_consumers().await?;
+        self.recount_when_due().await?;
         Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    /// Recounts the byte counter every [`RECOUNT_EVERY`] (and once at the
+    /// first sweep).
+    async fn recount_when_due(&self) -> Result<(), StoreError> {
+        let due = self
+            .recounted
+            .lock()
+            .map(|r| r.is_none_or(|t| t.elapsed() >= RECOUNT_EVERY))
+            .unwrap_or(false);
+        if !due {
+            return Ok(());
+        }
+        let total: i64 = self
+            .scripts
+            .recount
+            .key(set_key("queued"))
+            .key(set_key("running"))
+            .key(set_key("done"))
+            .key(bytes_key())
+            .arg(format!("{PREFIX}:job:"))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        if let Ok(mut r) = self.recounted.lock() {
+            *r = Some(Instant::now());
+        }
+        tracing::debug!(bytes = total, "recounted the job store's bytes");
+        Ok(())
     }
 
     async fn forget_dead_consumers(&self) -> Result<(), StoreError> {
@@ -578,14 +634,7 @@ impl RedisStore {
     }
 
     pub async fn stats(&self) -> Result<JobStats, StoreError> {
-        let (queued, running, done, failed, expired, oldest): (
-            u64,
-            u64,
-            u64,
-            u64,
-            u64,
-            Vec<(String, f64)>,
-        ) = ::redis::pipe()
+        let (queued, running, done, failed, expired, oldest, bytes): StatsReply = ::redis::pipe()
             .atomic()
             .cmd("ZCARD")
             .arg(set_key("queued"))
@@ -602,6 +651,8 @@ impl RedisStore {
             .arg(0)
             .arg(0)
             .arg("WITHSCORES")
+            .cmd("GET")
+            .arg(bytes_key())
             .query_async(&mut self.conn.clone())
             .await?;
         let oldest_queued_age_secs = oldest.first().map_or(0.0, |(_, created)| {
@@ -615,8 +666,58 @@ impl RedisStore {
             failed,
             expired,
             oldest_queued_age_secs,
+            bytes: bytes.map_or(0, |b| u64::try_from(b).unwrap_or(0)),
         })
     }
+}
+
+/// Checks the server's settings before trusting it with jobs. An eviction
+/// policy that may drop keys (anything but `noeviction`, with a
+/// `maxmemory` set) would lose accepted jobs without a word: refused. No
+/// persistence at all (`appendonly no` and no `save` points) loses every
+/// job at a restart: warned about (the store epoch then reports it). A
+/// server that hides `CONFIG` (some managed services) is trusted, with a
+/// warning.
+async fn check_config(conn: ConnectionManager) -> Result<(), JobsError> {
+    let get = |name: &'static str| {
+        let mut conn = conn.clone();
+        async move {
+            let pair: Result<Vec<String>, RedisError> = ::redis::cmd("CONFIG")
+                .arg("GET")
+                .arg(name)
+                .query_async(&mut conn)
+                .await;
+            pair.map(|p| p.get(1).cloned().unwrap_or_default())
+        }
+    };
+    let (policy, maxmemory) = match (get("maxmemory-policy").await, get("maxmemory").await) {
+        (Ok(p), Ok(m)) => (p, m),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(
+                "cannot read the redis configuration ({e}); make sure maxmemory-policy is \
+                 noeviction, or accepted jobs may be evicted"
+            );
+            return Ok(());
+        }
+    };
+    let limited = maxmemory.trim().parse::<u64>().map_or(true, |m| m > 0);
+    if limited && policy != "noeviction" {
+        return Err(JobsError::Store(format!(
+            "redis has maxmemory {maxmemory} with maxmemory-policy {policy}: it may evict job \
+             keys and lose accepted jobs without a word. Set maxmemory-policy noeviction \
+             (writes then fail, and pixfork answers 503), or give jobs a Redis of their own"
+        )));
+    }
+    let appendonly = get("appendonly").await.unwrap_or_default();
+    let save = get("save").await.unwrap_or_default();
+    if appendonly != "yes" && save.trim().is_empty() {
+        tracing::warn!(
+            "redis has no persistence (appendonly no, no save points): a restart of it loses \
+             every queued and finished job. Set appendonly yes (appendfsync everysec or \
+             always) to keep jobs across restarts"
+        );
+    }
+    Ok(())
 }
 
 /// Creates the stream and the consumer group unless they exist. From id 0:

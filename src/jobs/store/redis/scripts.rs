@@ -25,14 +25,56 @@ pub(super) fn result_key(id: &str) -> String {
 pub(super) fn gone_key(id: &str) -> String {
     format!("{PREFIX}:job:{id}:gone")
 }
+/// Bytes of inputs and results held, kept by every script that adds or
+/// drops one (and recounted now and then by [`RECOUNT`]).
+pub(super) fn bytes_key() -> String {
+    format!("{PREFIX}:jobs:bytes")
+}
+
+/// Stores a new job unless `--max-queued-jobs` or `--max-job-bytes` would
+/// be passed: checked and written in one step, so the limits hold exactly
+/// with any number of instances.
+pub(super) const SUBMIT: &str = r#"
+-- KEYS: 1 hash, 2 input, 3 queued, 4 stream, 5 bytes
+-- ARGV: 1 id, 2 op, 3 query, 4 created ms, 5 input, 6 max queued, 7 max bytes
+if redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[6]) then return 'too_many_jobs' end
+local len = string.len(ARGV[5])
+local held = tonumber(redis.call('GET', KEYS[5]) or '0')
+if held + len > tonumber(ARGV[7]) then return 'too_many_bytes' end
+redis.call('SET', KEYS[2], ARGV[5])
+redis.call('HSET', KEYS[1], 'id', ARGV[1], 'op', ARGV[2], 'query', ARGV[3],
+  'status', 'queued', 'created_ms', ARGV[4], 'attempts', 0, 'crashes', 0,
+  'in_bytes', len, 'out_bytes', 0)
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+redis.call('INCRBY', KEYS[5], len)
+redis.call('XADD', KEYS[4], '*', 'id', ARGV[1])
+return 'stored'
+"#;
+
+/// Sets the byte counter to what the jobs' hashes say: inputs of queued and
+/// running jobs, results of done ones. Heals drift (keys that expired while
+/// no instance was sweeping). O(jobs), so run rarely.
+pub(super) const RECOUNT: &str = r#"
+-- KEYS: 1 queued, 2 running, 3 done, 4 bytes ; ARGV: 1 key prefix
+local total = 0
+for i, set in ipairs({KEYS[1], KEYS[2], KEYS[3]}) do
+  local field = 'in_bytes'
+  if i == 3 then field = 'out_bytes' end
+  for _, id in ipairs(redis.call('ZRANGE', set, 0, -1)) do
+    total = total + tonumber(redis.call('HGET', ARGV[1] .. id, field) or '0')
+  end
+end
+redis.call('SET', KEYS[4], total)
+return total
+"#;
 
 /// Takes a stream entry for this instance. `skip`: the job was deleted or
 /// already finished (the entry is dropped). A job found `running` was cut
 /// off on a dead instance: one more crash, and poison at the limit.
 pub(super) const CLAIM: &str = r#"
--- KEYS: 1 hash, 2 stream, 3 queued, 4 running, 5 failed, 6 input, 7 gone
+-- KEYS: 1 hash, 2 stream, 3 queued, 4 running, 5 failed, 6 input, 7 gone, 8 bytes
 -- ARGV: 1 group, 2 entry, 3 token, 4 instance, 5 now, 6 max crashes,
---       7 poison message, 8 ttl ms, 9 tombstone ms, 10 id, 11 poison status, 12 poison code
+--       7 poison message, 8 keep ms, 9 tombstone ms, 10 id, 11 poison status, 12 poison code
 local st = redis.call('HGET', KEYS[1], 'status')
 if (not st) or st == 'done' or st == 'failed' then
   redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
@@ -49,6 +91,8 @@ if st == 'running' then
     redis.call('ZREM', KEYS[3], ARGV[10])
     redis.call('ZADD', KEYS[5], ARGV[5], ARGV[10])
     redis.call('DEL', KEYS[6])
+    redis.call('DECRBY', KEYS[8], tonumber(redis.call('HGET', KEYS[1], 'in_bytes') or '0'))
+    redis.call('HSET', KEYS[1], 'in_bytes', 0)
     redis.call('PEXPIRE', KEYS[1], ARGV[8])
     redis.call('SET', KEYS[7], '1', 'PX', ARGV[9])
     redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
@@ -77,8 +121,8 @@ return 1
 /// Writes the end of a run if the claim is still ours, and acknowledges
 /// and drops its stream entry in the same step.
 pub(super) const FINISH: &str = r#"
--- KEYS: 1 hash, 2 stream, 3 running, 4 done|failed set, 5 input, 6 result, 7 gone
--- ARGV: 1 token, 2 group, 3 entry, 4 id, 5 now, 6 ttl ms, 7 tombstone ms, 8 status,
+-- KEYS: 1 hash, 2 stream, 3 running, 4 done|failed set, 5 input, 6 result, 7 gone, 8 bytes
+-- ARGV: 1 token, 2 group, 3 entry, 4 id, 5 now, 6 keep ms, 7 tombstone ms, 8 status,
 --       9 result bytes, 10 error status, 11 error code, 12 error message,
 --       13 content type, 14 width, 15 height, 16 frames
 if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
@@ -90,8 +134,12 @@ redis.call('HDEL', KEYS[1], 'token')
 redis.call('ZREM', KEYS[3], ARGV[4])
 redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4])
 redis.call('DEL', KEYS[5])
+redis.call('DECRBY', KEYS[8], tonumber(redis.call('HGET', KEYS[1], 'in_bytes') or '0'))
+redis.call('HSET', KEYS[1], 'in_bytes', 0)
 if ARGV[8] == 'done' then
   redis.call('SET', KEYS[6], ARGV[9], 'PX', ARGV[6])
+  redis.call('HSET', KEYS[1], 'out_bytes', string.len(ARGV[9]))
+  redis.call('INCRBY', KEYS[8], string.len(ARGV[9]))
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('SET', KEYS[7], '1', 'PX', ARGV[7])
@@ -123,13 +171,15 @@ return 1
 /// Cancels a queued job or removes a finished one. A cancelled job's stream
 /// entry stays; whoever reads it finds no hash and drops it.
 pub(super) const REMOVE: &str = r#"
--- KEYS: 1 hash, 2 input, 3 result, 4 gone, 5 queued, 6 done, 7 failed ; ARGV: 1 id
+-- KEYS: 1 hash, 2 input, 3 result, 4 gone, 5 queued, 6 done, 7 failed, 8 bytes ; ARGV: 1 id
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then
   if redis.call('EXISTS', KEYS[4]) == 1 then return 'expired' end
   return 'missing'
 end
 if st == 'running' then return 'running' end
+local f = redis.call('HMGET', KEYS[1], 'in_bytes', 'out_bytes')
+redis.call('DECRBY', KEYS[8], tonumber(f[1] or '0') + tonumber(f[2] or '0'))
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('ZREM', KEYS[6], ARGV[1])
@@ -137,15 +187,36 @@ redis.call('ZREM', KEYS[7], ARGV[1])
 return 'deleted'
 "#;
 
-/// Moves finished jobs past their TTL to the expired set (their keys expire
-/// on their own) and forgets old tombstones. Idempotent: every instance
-/// runs it.
+/// Fails jobs queued since before the cutoff (code `expired`), expires jobs
+/// finished before it (their hash and result deleted, a tombstone left so
+/// their id answers 410), and forgets old tombstones. Idempotent: every
+/// instance runs it. At most 1000 jobs of each kind a run.
 pub(super) const SWEEP: &str = r#"
--- KEYS: 1 done, 2 failed, 3 expired ; ARGV: 1 cutoff, 2 now, 3 forget before
+-- KEYS: 1 done, 2 failed, 3 expired, 4 queued, 5 bytes
+-- ARGV: 1 cutoff, 2 now, 3 forget before, 4 key prefix, 5 tombstone ms,
+--       6 expired status, 7 expired code, 8 expired message, 9 keep ms
 local n = 0
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[1], 'LIMIT', 0, 1000)) do
+  local h = ARGV[4] .. id
+  if redis.call('HGET', h, 'status') == 'queued' then
+    redis.call('DECRBY', KEYS[5], tonumber(redis.call('HGET', h, 'in_bytes') or '0'))
+    redis.call('HSET', h, 'status', 'failed', 'finished_ms', ARGV[2], 'in_bytes', 0,
+      'error_status', ARGV[6], 'error_code', ARGV[7], 'error_message', ARGV[8])
+    redis.call('DEL', h .. ':input')
+    redis.call('PEXPIRE', h, ARGV[9])
+    redis.call('SET', h .. ':gone', '1', 'PX', ARGV[5])
+    redis.call('ZADD', KEYS[2], ARGV[2], id)
+    n = n + 1
+  end
+  redis.call('ZREM', KEYS[4], id)
+end
 for _, k in ipairs({KEYS[1], KEYS[2]}) do
   local ids = redis.call('ZRANGEBYSCORE', k, '-inf', '(' .. ARGV[1], 'LIMIT', 0, 1000)
   for _, id in ipairs(ids) do
+    local h = ARGV[4] .. id
+    redis.call('DECRBY', KEYS[5], tonumber(redis.call('HGET', h, 'out_bytes') or '0'))
+    redis.call('DEL', h, h .. ':result', h .. ':input')
+    redis.call('SET', h .. ':gone', '1', 'PX', ARGV[5])
     redis.call('ZADD', KEYS[3], ARGV[2], id)
     redis.call('ZREM', k, id)
     n = n + 1
@@ -171,6 +242,8 @@ return -1
 pub(super) const CONSUMER_FORGET: Duration = Duration::from_secs(600);
 
 pub(super) struct Scripts {
+    pub submit: Script,
+    pub recount: Script,
     pub claim: Script,
     pub heartbeat: Script,
     pub finish: Script,
@@ -185,6 +258,8 @@ impl Scripts {
     /// `EVAL` when the server has not seen it (after a restart, say).
     pub(super) fn load() -> Scripts {
         Scripts {
+            submit: Script::new(SUBMIT),
+            recount: Script::new(RECOUNT),
             claim: Script::new(CLAIM),
             heartbeat: Script::new(HEARTBEAT),
             finish: Script::new(FINISH),

@@ -1,0 +1,188 @@
+//! The job store under its limits and its faults, and the stop: bounded
+//! queues and bytes, jobs that expire in the queue, one deadline for the
+//! whole stop with no crash counted, and a keep-alive request racing it.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::jobs::{stats, submit, wait_finished, wait_status};
+use common::{corpus_file, temp_dir, wait_for, Server};
+
+const CAT: &str = "valid/jpeg/photo_cat_320x240_progressive.jpg";
+
+#[test]
+fn the_queue_and_the_stored_bytes_are_bounded() {
+    let s = Server::start(&["--job-slots", "1", "--max-queued-jobs", "2"]);
+    let running = submit(&s, "__sleep?ms=3000", b"x");
+    wait_status(&s, &running, "running", Duration::from_secs(10));
+    submit(&s, "__sleep?ms=10", b"x");
+    submit(&s, "__sleep?ms=10", b"x");
+    let r = s.post("/v1/jobs/__sleep?ms=10", b"x");
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.error_code(), "job_queue_full");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("--max-queued-jobs")));
+    assert_eq!(
+        stats(&s)["queued"],
+        2,
+        "nothing of the refused job is stored"
+    );
+    assert!(s.stop().success());
+
+    let s = Server::start(&["--job-slots", "1", "--max-job-bytes", "1000"]);
+    let first = submit(&s, "__sleep?ms=3000", &[b'x'; 600]);
+    let r = s.post("/v1/jobs/__sleep?ms=10", &[b'x'; 600]);
+    assert_eq!(r.status, 503);
+    assert_eq!(r.error_code(), "job_queue_full");
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("--max-job-bytes")));
+    assert_eq!(stats(&s)["bytes"], 600);
+    // A job's input is dropped when it ends: its bytes are free again.
+    wait_finished(&s, std::slice::from_ref(&first), Duration::from_secs(20));
+    submit(&s, "__sleep?ms=10", &[b'x'; 600]);
+    assert!(s.stop().success());
+}
+
+#[test]
+fn a_job_still_queued_past_the_ttl_expires() {
+    let s = Server::start(&["--job-slots", "1", "--job-ttl", "1s"]);
+    let running = submit(&s, "__sleep?ms=4000", b"x");
+    wait_status(&s, &running, "running", Duration::from_secs(10));
+    let waiting = submit(&s, "resize?width=8", &corpus_file(CAT));
+    let v = wait_status(&s, &waiting, "failed", Duration::from_secs(10));
+    assert_eq!(v["error"]["code"], "expired", "{v}");
+    assert_eq!(v["attempts"], 0, "it never ran: {v}");
+    let r = s.get(&format!("/v1/jobs/{waiting}/result"));
+    assert_eq!(r.status, 410);
+    assert_eq!(r.error_code(), "expired");
+    assert!(s.stop().success());
+}
+
+#[test]
+fn the_stop_fits_its_timeout_and_counts_no_crash() {
+    let dir = temp_dir();
+    let dir_arg = dir.display().to_string();
+    let flags = ["--state-dir", dir_arg.as_str(), "--job-slots", "1"];
+    let mut with_timeout = flags.to_vec();
+    with_timeout.extend(["--shutdown-timeout", "2s"]);
+    let mut s1 = Server::start(&with_timeout);
+    let id = submit(&s1, "__sleep?ms=6000", b"x");
+    wait_status(&s1, &id, "running", Duration::from_secs(10));
+    let signalled = Instant::now();
+    s1.signal(nix::sys::signal::Signal::SIGTERM);
+    let st = s1.wait_exit(Duration::from_secs(20));
+    let took = signalled.elapsed();
+    assert!(st.success(), "{st:?}");
+    assert!(
+        took < Duration::from_millis(3500),
+        "the stop took {took:?} with --shutdown-timeout 2s"
+    );
+    assert!(s1.logs().contains("handing them back to the queue"));
+    s1.assert_no_workers_left();
+
+    // Restarted, the job runs again; its cut-off attempt was released, not
+    // counted as a crash, so this is its first attempt.
+    let s2 = Server::start(&flags);
+    let done = wait_finished(&s2, std::slice::from_ref(&id), Duration::from_secs(30));
+    assert_eq!(done[&id]["status"], "done", "{}", done[&id]);
+    assert_eq!(done[&id]["attempts"], 1, "{}", done[&id]);
+    assert!(s2.stop().success());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Reads one HTTP/1.1 response (headers and a Content-Length body).
+fn read_response(stream: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut reader = BufReader::new(stream);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line).expect("read a response line");
+        assert!(n > 0, "the connection closed before a response: {head:?}");
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().to_string())
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    reader.read_exact(&mut body).expect("body");
+    (head, body)
+}
+
+#[test]
+fn a_keep_alive_request_racing_the_stop_is_answered() {
+    let mut s = Server::start(&["--workers", "1", "--shutdown-timeout", "10s"]);
+    let mut idle = TcpStream::connect(s.addr).expect("connect");
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(idle, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
+    let (head, _) = read_response(&mut idle);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // A request in flight keeps the drain going.
+    let busy = common::post_in_thread(s.url("/v1/__sleep?ms=3000"));
+    wait_for("the worker busy", Duration::from_secs(5), || {
+        s.slots()
+            .iter()
+            .any(|(_, _, st)| st == "busy")
+            .then_some(())
+    });
+    s.signal(nix::sys::signal::Signal::SIGTERM);
+    wait_for("the drain", Duration::from_secs(5), || {
+        s.logs().contains("stopped accepting").then_some(())
+    });
+    // The idle keep-alive connection was not cut under the client: its
+    // next request is answered, and told the connection ends.
+    write!(idle, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
+    let (head, _) = read_response(&mut idle);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    let mut rest = Vec::new();
+    assert_eq!(idle.read_to_end(&mut rest).expect("closed"), 0);
+    assert_eq!(busy.join().expect("thread").expect("sleep"), 200);
+    assert!(s.wait_exit(Duration::from_secs(20)).success());
+}
+
+#[test]
+fn an_idle_connection_is_closed_soon_after_the_stop_begins() {
+    let mut s = Server::start(&["--workers", "1", "--shutdown-timeout", "20s"]);
+    let mut idle = TcpStream::connect(s.addr).expect("connect");
+    write!(idle, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
+    let (head, _) = read_response(&mut idle);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let busy = common::post_in_thread(s.url("/v1/__sleep?ms=4000"));
+    wait_for("the worker busy", Duration::from_secs(5), || {
+        s.slots()
+            .iter()
+            .any(|(_, _, st)| st == "busy")
+            .then_some(())
+    });
+    s.signal(nix::sys::signal::Signal::SIGTERM);
+    // The drain does not wait for the whole timeout on a quiet client.
+    idle.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    let mut rest = Vec::new();
+    assert_eq!(
+        idle.read_to_end(&mut rest)
+            .expect("closed within the linger"),
+        0
+    );
+    assert_eq!(busy.join().expect("thread").expect("sleep"), 200);
+    assert!(s.wait_exit(Duration::from_secs(20)).success());
+}

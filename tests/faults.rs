@@ -186,3 +186,150 @@ fn an_idle_connection_is_closed_soon_after_the_stop_begins() {
     assert_eq!(busy.join().expect("thread").expect("sleep"), 200);
     assert!(s.wait_exit(Duration::from_secs(20)).success());
 }
+
+/// Stops `s` cleanly (the database is checkpointed into its file).
+fn stop_clean(s: Server) {
+    assert!(s.stop().success());
+}
+
+#[test]
+fn a_damaged_database_file_does_not_stop_the_service() {
+    for damage in ["header", "truncate"] {
+        let dir = temp_dir();
+        let dir_arg = dir.display().to_string();
+        let flags = ["--state-dir", dir_arg.as_str()];
+        let s = Server::start(&flags);
+        let id = submit(&s, "resize?width=16", &corpus_file(CAT));
+        wait_finished(&s, std::slice::from_ref(&id), Duration::from_secs(20));
+        stop_clean(s);
+        let db = dir.join("jobs.sqlite3");
+        let mut bytes = std::fs::read(&db).expect("read the database");
+        match damage {
+            "header" => bytes[..100].copy_from_slice(&[0x5a; 100]),
+            _ => bytes.truncate(bytes.len() / 3),
+        }
+        std::fs::write(&db, &bytes).expect("damage the database");
+
+        let s = Server::start(&flags);
+        assert_eq!(
+            s.post("/v1/resize?width=8", &corpus_file(CAT)).status,
+            200,
+            "{damage}: the synchronous API serves"
+        );
+        let ready = s.readyz();
+        assert_eq!(ready["ready"], true, "{damage}: {ready}");
+        assert_eq!(ready["job_store"], "corrupt", "{damage}: {ready}");
+        for r in [
+            s.get("/v1/jobs"),
+            s.get(&format!("/v1/jobs/{id}")),
+            s.post("/v1/jobs/resize?width=8", &corpus_file(CAT)),
+        ] {
+            assert_eq!(r.status, 503, "{damage}");
+            assert_eq!(r.error_code(), "job_store_unavailable", "{damage}");
+            assert!(
+                r.json()["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("damaged")),
+                "{damage}"
+            );
+            assert_eq!(
+                r.header("retry-after"),
+                None,
+                "{damage}: not 'try again later'"
+            );
+        }
+        let logs = s.logs();
+        assert!(
+            logs.contains("is damaged") && logs.contains("aside"),
+            "{logs}"
+        );
+        assert!(s.stop().success());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+#[test]
+fn a_damaged_result_is_never_served() {
+    let dir = temp_dir();
+    let dir_arg = dir.display().to_string();
+    let flags = ["--state-dir", dir_arg.as_str()];
+    let s = Server::start(&flags);
+    let id = submit(&s, "resize?width=64", &corpus_file(CAT));
+    wait_finished(&s, std::slice::from_ref(&id), Duration::from_secs(20));
+    let result = s.get(&format!("/v1/jobs/{id}/result"));
+    assert_eq!(result.status, 200);
+    stop_clean(s);
+    // Flip bytes in the middle of the stored result, in the file itself.
+    let db = dir.join("jobs.sqlite3");
+    let mut bytes = std::fs::read(&db).expect("read the database");
+    let probe = &result.body[result.body.len() / 2..result.body.len() / 2 + 64];
+    let at = bytes
+        .windows(probe.len())
+        .position(|w| w == probe)
+        .expect("the result is in the database file");
+    for b in &mut bytes[at..at + 32] {
+        *b ^= 0xff;
+    }
+    std::fs::write(&db, &bytes).expect("damage the result");
+
+    let s = Server::start(&flags);
+    assert_eq!(
+        s.readyz()["job_store"],
+        "up",
+        "the file's structure is sound"
+    );
+    let r = s.get(&format!("/v1/jobs/{id}/result"));
+    assert_eq!(r.status, 500);
+    assert_eq!(r.error_code(), "job_result_corrupt");
+    assert!(s.stop().success());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A small tmpfs, unmounted on drop: a disk that fills up for real.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = temp_dir();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .expect("run mount");
+        assert!(
+            ok.success(),
+            "mounting a tmpfs needs root (the test command runs as root)"
+        );
+        SmallDisk(dir)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_job_and_frees_its_slot() {
+    let disk = SmallDisk::mount("6m");
+    let dir_arg = disk.0.display().to_string();
+    let s = Server::start(&["--state-dir", dir_arg.as_str(), "--job-slots", "1"]);
+    // 1.5 MB in, some 14 MB of PNG out: the result cannot be stored.
+    let big = submit(
+        &s,
+        "convert?format=png",
+        &corpus_file("valid/jpeg/photo_dragonfly_4224x3168_13mp_progressive.jpg"),
+    );
+    let v = wait_finished(&s, std::slice::from_ref(&big), Duration::from_secs(60));
+    assert_eq!(v[&big]["status"], "failed", "{}", v[&big]);
+    assert_eq!(v[&big]["error"]["code"], "store_full", "{}", v[&big]);
+    let r = s.get(&format!("/v1/jobs/{big}/result"));
+    assert_eq!((r.status, r.error_code().as_str()), (507, "store_full"));
+    // The slot is free and the queue moves on.
+    let small = submit(&s, "resize?width=8", &corpus_file(CAT));
+    let v = wait_finished(&s, std::slice::from_ref(&small), Duration::from_secs(20));
+    assert_eq!(v[&small]["status"], "done", "{}", v[&small]);
+    assert!(s.stop().success());
+}

@@ -51,6 +51,9 @@ pub const ERROR_CODES: &[&str] = &[
     "job_running",
     "job_queue_full",
     "job_store_unavailable",
+    "job_result_corrupt",
+    "job_input_corrupt",
+    "store_full",
     "job_poison",
     "job_failed",
     "expired",
@@ -91,11 +94,14 @@ pub enum ApiError {
     #[error(transparent)]
     Source(#[from] FetchError),
     /// Errors of the jobs API (409 not done, 410 expired, 503 store down...).
+    /// `permanent`: a 503 that retrying will not cure (a damaged store), so
+    /// no `Retry-After` invites it.
     #[error("{message}")]
     Job {
         status: StatusCode,
         code: &'static str,
         message: String,
+        permanent: bool,
     },
 }
 
@@ -195,7 +201,14 @@ impl ApiError {
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("application/json"),
         );
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        let permanent = matches!(
+            self,
+            ApiError::Job {
+                permanent: true,
+                ..
+            }
+        );
+        if status == StatusCode::SERVICE_UNAVAILABLE && !permanent {
             headers.insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
         }
         if let ApiError::MethodNotAllowed { allow, .. } = &self {

@@ -27,7 +27,8 @@ use super::body::read_body;
 use super::error::{bad, ApiError};
 use crate::catalogue;
 use crate::jobs::model::{
-    status_json, JobError, Lookup, Removed, ResultLookup, Submit, EXPIRED_CODE, POISON_CODE,
+    status_json, JobError, Lookup, Removed, ResultLookup, Submit, EXPIRED_CODE, INPUT_CORRUPT_CODE,
+    POISON_CODE, STORE_FULL_CODE,
 };
 use crate::jobs::{Jobs, StoreError};
 use crate::net;
@@ -70,16 +71,38 @@ fn job_error(status: StatusCode, code: &'static str, message: impl Into<String>)
         status,
         code,
         message: message.into(),
+        permanent: false,
     }
 }
 
+/// A store failure as the client sees it: 503 `job_store_unavailable`,
+/// with `Retry-After` only when waiting can help (not for a damaged store,
+/// which needs its operator).
 fn unavailable(e: StoreError) -> ApiError {
+    let (message, permanent) = match &e {
+        StoreError::Damaged(why) => (
+            format!(
+                "the job store is damaged ({why}); background jobs are off until the operator \
+                 repairs it (the synchronous routes work)"
+            ),
+            true,
+        ),
+        StoreError::Full(_) => (
+            "the disk (or memory) holding the job store is full; try again later".to_string(),
+            false,
+        ),
+        _ => (
+            format!("the job store is unavailable, try again later ({e})"),
+            false,
+        ),
+    };
     tracing::warn!("job store unavailable: {e}");
-    job_error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "job_store_unavailable",
-        format!("the job store is unavailable, try again later ({e})"),
-    )
+    ApiError::Job {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        code: "job_store_unavailable",
+        message,
+        permanent,
+    }
 }
 
 fn not_found(id: &str) -> ApiError {
@@ -207,6 +230,17 @@ async fn result(jobs: &Jobs, id: &str) -> Result<Resp, ApiError> {
             ),
         )),
         ResultLookup::Failed(e) => Err(failed(&e)),
+        ResultLookup::Corrupt => {
+            tracing::error!(job_id = %id, "the stored result of a job fails its checksum; not served");
+            Err(job_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "job_result_corrupt",
+                format!(
+                    "the stored result of job {id} is damaged (it fails its checksum) and is not \
+                     served; submit the job again"
+                ),
+            ))
+        }
         ResultLookup::Ready {
             content_type,
             dims,
@@ -252,6 +286,8 @@ const KNOWN_CODES: &[&str] = &[
     "worker_out_of_memory",
     POISON_CODE,
     EXPIRED_CODE,
+    INPUT_CORRUPT_CODE,
+    STORE_FULL_CODE,
     "result_too_large",
 ];
 

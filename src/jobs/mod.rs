@@ -97,6 +97,10 @@ pub enum JobsError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    /// The database exists but is damaged (not a database, a corrupt page,
+    /// a failed integrity check): the service starts without jobs.
+    #[error("the job database {path} is damaged: {reason}")]
+    Damaged { path: PathBuf, reason: String },
     // The URL itself is not repeated: it may carry a password.
     #[error("invalid --jobs-url: {reason} (expected redis://host:port/db)")]
     RedisUrl { reason: String },
@@ -147,6 +151,8 @@ struct Inner {
     slots: Arc<Semaphore>,
     /// The store's health as last seen ([`StoreHealth`] as a number).
     health: AtomicU8,
+    /// Ends of jobs a full store refused, written by the sweeper later.
+    stranded: Mutex<Vec<(model::Claimed, runner::Step)>>,
     /// Stops the claim loop and the sweeper.
     stop: watch::Sender<bool>,
     /// Makes jobs still running after the shutdown grace go back to the queue.
@@ -179,6 +185,7 @@ impl Jobs {
             wake: Notify::new(),
             slots: Arc::new(Semaphore::new(slots)),
             health: AtomicU8::new(StoreHealth::Up as u8),
+            stranded: Mutex::new(Vec::new()),
             stop: watch::channel(false).0,
             abandon: watch::channel(false).0,
             tasks: Mutex::new(Vec::new()),

@@ -35,6 +35,20 @@ pub fn expired_message(ttl: Duration) -> String {
     )
 }
 
+/// The error code of a job whose stored input failed its checksum.
+pub const INPUT_CORRUPT_CODE: &str = "job_input_corrupt";
+
+/// The error code of a job whose result could not be stored: the disk (or
+/// the Redis memory) holding the job store is full. 507 Insufficient
+/// Storage says exactly that.
+pub const STORE_FULL_CODE: &str = "store_full";
+pub const STORE_FULL_STATUS: u16 = 507;
+
+/// The CRC-32 a stored blob carries, checked before it is used or served.
+pub fn checksum(bytes: &[u8]) -> u32 {
+    crc32fast::hash(bytes)
+}
+
 /// What a submission found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Submit {
@@ -197,6 +211,8 @@ pub enum ResultLookup {
         dims: Option<Dims>,
         body: Bytes,
     },
+    /// The stored result fails its checksum: it is never served.
+    Corrupt,
 }
 
 /// What `DELETE /v1/jobs/{id}` did.

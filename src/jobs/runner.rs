@@ -18,9 +18,9 @@ use tracing::Instrument;
 
 use super::model::{
     millis, now_ms, Claimed, Dims, Finished, JobError, Requeue, MAX_CRASHES, POISON_CODE,
-    POISON_STATUS, TOMBSTONE_KEEP,
+    POISON_STATUS, STORE_FULL_CODE, STORE_FULL_STATUS, TOMBSTONE_KEEP,
 };
-use super::store::poison_message;
+use super::store::{poison_message, StoreError};
 use super::Inner;
 use crate::catalogue::{self, ParamError};
 use crate::pool::{Done, PoolError};
@@ -38,6 +38,7 @@ const SWEEP_MAX: Duration = Duration::from_secs(30);
 pub(super) async fn claim_loop(inner: Arc<Inner>) {
     let mut stop = inner.stop.subscribe();
     let mut backoff = Duration::ZERO;
+    let mut throttle = Throttle::new();
     loop {
         if *stop.borrow() {
             break;
@@ -75,9 +76,10 @@ pub(super) async fn claim_loop(inner: Arc<Inner>) {
             }
             Err(e) => {
                 drop(permit);
-                if backoff.is_zero() {
+                if let Some(held) = throttle.tick() {
                     tracing::warn!(
                         store = inner.store.kind(),
+                        held,
                         "cannot take jobs from the store: {e}"
                     );
                 }
@@ -92,7 +94,8 @@ pub(super) async fn claim_loop(inner: Arc<Inner>) {
 }
 
 /// What to write once an attempt is over.
-enum Step {
+#[derive(Clone)]
+pub(super) enum Step {
     Finish(Finished),
     Requeue(Requeue),
 }
@@ -136,7 +139,8 @@ async fn run_job(inner: Arc<Inner>, job: Claimed, _permit: OwnedSemaphorePermit)
                 "job was taken over by another instance meanwhile; this attempt's end is dropped"
             ),
             (_, None) => tracing::error!(
-                "could not write the job's state before stopping; recovery runs it again"
+                "the job's end is not written yet (stopping, or a full store: see above); \
+                 it is written later, or recovery runs the job again"
             ),
         }
     }
@@ -144,30 +148,133 @@ async fn run_job(inner: Arc<Inner>, job: Claimed, _permit: OwnedSemaphorePermit)
     .await
 }
 
+/// Tries to store a result on a full store before the job is failed with
+/// `store_full` instead (a failure, without the result, is small enough to
+/// fit where the result did not).
+const FULL_TRIES: u32 = 3;
+/// Tries to store that failure before the slot is freed anyway (the job is
+/// then written by the sweeper once the store has room).
+const FAIL_TRIES: u32 = 3;
+/// At most one warning this often while a write keeps failing.
+const LOG_EVERY: Duration = Duration::from_secs(30);
+
+/// A log line at most every [`LOG_EVERY`], saying how many were held back:
+/// a failing store is reported all along, without flooding the log.
+pub(super) struct Throttle {
+    last: Option<Instant>,
+    held: u32,
+}
+
+impl Throttle {
+    pub(super) fn new() -> Throttle {
+        Throttle {
+            last: None,
+            held: 0,
+        }
+    }
+
+    /// Whether to log now, and how many were held back since the last one.
+    pub(super) fn tick(&mut self) -> Option<u32> {
+        if self.last.is_some_and(|t| t.elapsed() < LOG_EVERY) {
+            self.held += 1;
+            return None;
+        }
+        self.last = Some(Instant::now());
+        Some(std::mem::take(&mut self.held))
+    }
+}
+
+/// The end written instead of a result a full store cannot take.
+fn store_full(e: &StoreError) -> Finished {
+    Finished::Failed(JobError {
+        status: STORE_FULL_STATUS,
+        code: STORE_FULL_CODE.into(),
+        message: format!("the result could not be stored: {e}; submit the job again later"),
+    })
+}
+
 /// Writes the end of an attempt, retrying while the store is unavailable,
 /// until written or the job system gives up on in-flight jobs (`None`).
-/// `Some(false)`: the claim was no longer ours, nothing was written.
+/// `Some(false)`: the claim was no longer ours, nothing was written. On a
+/// full store the retries are bounded: the result gives way to a
+/// `store_full` failure, and if even that cannot be written the job's slot
+/// is freed and the sweeper writes it later.
 async fn commit(inner: &Inner, job: &Claimed, step: &Step) -> Option<bool> {
     let mut abandon = inner.abandon.subscribe();
     let mut backoff = BACKOFF_MIN;
+    let mut throttle = Throttle::new();
+    let mut replaced: Option<Step> = None;
+    let mut full = 0u32;
     loop {
-        let r = match step {
+        let current = replaced.as_ref().unwrap_or(step);
+        let r = match current {
             // Cheap clone: the result body is reference-counted.
             Step::Finish(end) => inner.store.finish(job, end.clone()).await,
             Step::Requeue(why) => inner.store.requeue(job, *why).await,
         };
         match r {
             Ok(written) => return Some(written),
-            Err(e) => {
-                tracing::warn!("cannot write the job's state ({e}); retrying in {backoff:?}");
-                if *abandon.borrow() {
+            Err(e @ StoreError::Full(_)) => {
+                full += 1;
+                let storing_result = matches!(current, Step::Finish(Finished::Done { .. }));
+                if storing_result && full >= FULL_TRIES {
+                    tracing::error!("the job store is full ({e}): the job fails with store_full");
+                    replaced = Some(Step::Finish(store_full(&e)));
+                    full = 0;
+                    continue;
+                }
+                if !storing_result && full >= FAIL_TRIES {
+                    tracing::error!(
+                        "the job store is full ({e}): the job's end is kept in memory and written \
+                         when there is room; its slot is free"
+                    );
+                    if let Ok(mut s) = inner.stranded.lock() {
+                        s.push((job.clone(), current.clone()));
+                    }
                     return None;
                 }
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = abandon.wait_for(|a| *a) => return None,
+                if let Some(held) = throttle.tick() {
+                    tracing::warn!(held, "cannot write the job's state ({e}); retrying");
                 }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+            Err(e) => {
+                if let Some(held) = throttle.tick() {
+                    tracing::warn!(held, "cannot write the job's state ({e}); retrying");
+                }
+            }
+        }
+        if *abandon.borrow() {
+            return None;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = abandon.wait_for(|a| *a) => return None,
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Writes the ends a full store could not take (see [`commit`]); called
+/// by the sweeper. An end that is still refused stays for the next pass.
+pub(super) async fn write_stranded(inner: &Inner) {
+    let pending: Vec<(Claimed, Step)> = match inner.stranded.lock() {
+        Ok(mut s) => std::mem::take(&mut *s),
+        Err(_) => return,
+    };
+    for (job, step) in pending {
+        let r = match &step {
+            Step::Finish(end) => inner.store.finish(&job, end.clone()).await,
+            Step::Requeue(why) => inner.store.requeue(&job, *why).await,
+        };
+        match r {
+            Ok(_) => {
+                tracing::info!(job_id = %job.id, "wrote the end of a job the full store had refused")
+            }
+            Err(e) => {
+                tracing::warn!(job_id = %job.id, "the job store still refuses a job's end: {e}");
+                if let Ok(mut s) = inner.stranded.lock() {
+                    s.push((job, step));
+                }
             }
         }
     }
@@ -314,6 +421,7 @@ pub(super) async fn sweep_loop(inner: Arc<Inner>) {
         let now = now_ms();
         let cutoff = now.saturating_sub(millis(ttl));
         let forget = now.saturating_sub(millis(TOMBSTONE_KEEP));
+        write_stranded(&inner).await;
         match inner.store.sweep(cutoff, forget).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "expired finished jobs"),

@@ -22,7 +22,7 @@ pub enum StoreError {
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("redis: {0}")]
-    Redis(#[from] ::redis::RedisError),
+    Redis(::redis::RedisError),
     #[error("the job store is closed")]
     Closed,
     #[error("unexpected data in the job store: {0}")]
@@ -31,6 +31,21 @@ pub enum StoreError {
     /// it will not heal on its own; the operator must repair or move it.
     #[error("the job store is damaged: {0}")]
     Damaged(String),
+    /// The disk (or Redis memory) holding the store is full.
+    #[error("the job store is full: {0}")]
+    Full(String),
+}
+
+impl From<::redis::RedisError> for StoreError {
+    /// Redis out of memory under `noeviction` refuses writes with `OOM`:
+    /// the store is full, not down.
+    fn from(e: ::redis::RedisError) -> StoreError {
+        if e.code() == Some("OOM") {
+            StoreError::Full(e.to_string())
+        } else {
+            StoreError::Redis(e)
+        }
+    }
 }
 
 /// The bounds of a store, from the master's flags.
@@ -53,6 +68,10 @@ pub fn poison_message(last: &str) -> String {
 pub enum Store {
     Sqlite(SqliteStore),
     Redis(Box<RedisStore>),
+    /// A store that could not be opened because it is damaged: every call
+    /// fails with [`StoreError::Damaged`], and the synchronous API serves
+    /// on without it.
+    Broken(String),
 }
 
 impl Store {
@@ -69,18 +88,39 @@ impl Store {
                 let s = RedisStore::open(url, instance, cfg.claim_timeout, limits).await?;
                 Ok((Store::Redis(Box::new(s)), 0))
             }
-            None => {
-                let (s, recovered) = SqliteStore::open(&cfg.state_dir, limits).await?;
-                Ok((Store::Sqlite(s), recovered))
-            }
+            None => match SqliteStore::open(&cfg.state_dir, limits).await {
+                Ok((s, recovered)) => Ok((Store::Sqlite(s), recovered)),
+                Err(JobsError::Damaged { path, reason }) => {
+                    tracing::error!(
+                        "the job database {} is damaged ({reason}). pixfork serves the \
+                         synchronous API; the job routes answer 503 until it is repaired. To \
+                         recover: stop pixfork, move {} and its -wal and -shm files aside (a \
+                         new, empty store is made at the next start), or salvage it with \
+                         `sqlite3 {} .recover`",
+                        path.display(),
+                        path.display(),
+                        path.display()
+                    );
+                    Ok((
+                        Store::Broken(format!("{} is damaged: {reason}", path.display())),
+                        0,
+                    ))
+                }
+                Err(e) => Err(e),
+            },
         }
     }
 
     pub fn kind(&self) -> &'static str {
         match self {
-            Store::Sqlite(_) => "sqlite",
+            Store::Sqlite(_) | Store::Broken(_) => "sqlite",
             Store::Redis(_) => "redis",
         }
+    }
+
+    /// The error every call of a broken store gets.
+    fn broken(reason: &str) -> StoreError {
+        StoreError::Damaged(reason.to_string())
     }
 
     /// True when [`Store::claim`] waits for new work itself (Redis blocks in
@@ -93,6 +133,7 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.submit(job).await,
             Store::Redis(s) => s.submit(job).await,
+            Store::Broken(r) => Err(Store::broken(r)),
         }
     }
 
@@ -100,6 +141,7 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.claim(instance).await,
             Store::Redis(s) => s.claim(instance).await,
+            Store::Broken(r) => Err(Store::broken(r)),
         }
     }
 
@@ -107,7 +149,7 @@ impl Store {
     /// store has no other instance that could take it over).
     pub fn heartbeat_every(&self, claim_timeout: Duration) -> Option<Duration> {
         match self {
-            Store::Sqlite(_) => None,
+            Store::Sqlite(_) | Store::Broken(_) => None,
             Store::Redis(_) => Some((claim_timeout / 3).max(Duration::from_millis(100))),
         }
     }
@@ -116,6 +158,7 @@ impl Store {
         match self {
             Store::Sqlite(_) => Ok(true),
             Store::Redis(s) => s.heartbeat(job).await,
+            Store::Broken(r) => Err(Store::broken(r)),
         }
     }
 
@@ -123,6 +166,7 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.finish(job, end).await,
             Store::Redis(s) => s.finish(job, end).await,
+            Store::Broken(r) => Err(Store::broken(r)),
         }
     }
 
@@ -130,6 +174,7 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.requeue(job, why).await,
             Store::Redis(s) => s.requeue(job, why).await,
+            Store::Broken(r) => Err(Store::broken(r)),
         }
     }
 
@@ -137,6 +182,7 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.get(id).await,
             Store::Redis(s) => s.get(id).await,
+            Store::Broken(r) => Err(Store::broken(r)),
         }
     }
 
@@ -144,6 +190,7 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.result(id).await,
             Store::Redis(s) => s.result(id).await,
+            Store::Broken(r) => Err(Store::broken(r)),
         }
     }
 
@@ -151,6 +198,7 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.remove(id).await,
             Store::Redis(s) => s.remove(id).await,
+            Store::Broken(r) => Err(Store::broken(r)),
         }
     }
 
@@ -158,6 +206,7 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.sweep(cutoff_ms, forget_ms).await,
             Store::Redis(s) => s.sweep(cutoff_ms, forget_ms).await,
+            Store::Broken(r) => Err(Store::broken(r)),
         }
     }
 
@@ -165,6 +214,7 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.stats().await,
             Store::Redis(s) => s.stats().await,
+            Store::Broken(r) => Err(Store::broken(r)),
         }
     }
 

@@ -22,9 +22,9 @@ use tokio::sync::oneshot;
 
 use super::{StoreError, StoreLimits};
 use crate::jobs::model::{
-    expired_message, now_ms, Claimed, Dims, Finished, JobError, JobRecord, JobStats, Lookup,
-    NewJob, Removed, Requeue, ResultLookup, Status, Submit, EXPIRED_CODE, EXPIRED_STATUS,
-    MAX_CRASHES, POISON_CODE, POISON_STATUS,
+    checksum, expired_message, now_ms, Claimed, Dims, Finished, JobError, JobRecord, JobStats,
+    Lookup, NewJob, Removed, Requeue, ResultLookup, Status, Submit, EXPIRED_CODE, EXPIRED_STATUS,
+    INPUT_CORRUPT_CODE, MAX_CRASHES, POISON_CODE, POISON_STATUS,
 };
 use crate::jobs::JobsError;
 
@@ -32,8 +32,13 @@ use crate::jobs::JobsError;
 pub const DB_FILE: &str = "jobs.sqlite3";
 const LOCK_FILE: &str = "jobs.lock";
 /// Schema version in `PRAGMA user_version`; a newer file is refused rather
-/// than misread.
-const SCHEMA_VERSION: i64 = 1;
+/// than misread. 2 added the blobs' checksums (rows from version 1 have
+/// none, and are served unchecked).
+const SCHEMA_VERSION: i64 = 2;
+
+/// How often the sweeper runs `PRAGMA quick_check` (also run at start). It
+/// reads every page, so it is not run more often.
+const CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Blobs are the last columns so that reading a row's small fields never
 /// walks a blob's overflow pages. `expired` rows are tombstones: no blobs,
@@ -61,6 +66,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     width         INTEGER,
     height        INTEGER,
     frames        INTEGER,
+    input_crc     INTEGER,
+    result_crc    INTEGER,
     input         BLOB,
     result        BLOB
 );
@@ -81,6 +88,8 @@ enum Msg {
 pub struct SqliteStore {
     tx: mpsc::Sender<Msg>,
     limits: StoreLimits,
+    /// When `quick_check` last ran (it runs at open).
+    checked: std::sync::Arc<std::sync::Mutex<std::time::Instant>>,
 }
 
 impl SqliteStore {
@@ -110,7 +119,15 @@ impl SqliteStore {
         let recovered = ready_rx
             .await
             .map_err(|_| JobsError::Store("the database thread stopped while opening".into()))??;
-        Ok((SqliteStore { tx, limits }, recovered))
+        let checked = std::sync::Arc::new(std::sync::Mutex::new(std::time::Instant::now()));
+        Ok((
+            SqliteStore {
+                tx,
+                limits,
+                checked,
+            },
+            recovered,
+        ))
     }
 
     /// Runs `f` on the database thread.
@@ -126,7 +143,7 @@ impl SqliteStore {
         self.tx
             .send(Msg::Call(call))
             .map_err(|_| StoreError::Closed)?;
-        Ok(rx.await.map_err(|_| StoreError::Closed)??)
+        rx.await.map_err(|_| StoreError::Closed)?.map_err(classify)
     }
 
     /// Stores a new job in one transaction, committed (and fsynced) before
@@ -148,9 +165,16 @@ impl SqliteStore {
                 });
             }
             tx.execute(
-                "INSERT INTO jobs (id, op, query, status, created_ms, input)
-                 VALUES (?1, ?2, ?3, 'queued', ?4, ?5)",
-                params![job.id, job.op, job.query, job.created_ms, &job.input[..]],
+                "INSERT INTO jobs (id, op, query, status, created_ms, input, input_crc)
+                 VALUES (?1, ?2, ?3, 'queued', ?4, ?5, ?6)",
+                params![
+                    job.id,
+                    job.op,
+                    job.query,
+                    job.created_ms,
+                    &job.input[..],
+                    checksum(&job.input)
+                ],
             )?;
             tx.commit()?;
             Ok(Submit::Stored)
@@ -159,49 +183,71 @@ impl SqliteStore {
     }
 
     /// Takes the oldest queued job and marks it running under a new token.
+    /// A job whose stored input fails its checksum is failed on the spot
+    /// (`job_input_corrupt`) and the next one is taken.
     pub async fn claim(&self, instance: &str) -> Result<Option<Claimed>, StoreError> {
         let instance = instance.to_string();
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let row = tx
-                .query_row(
-                    "SELECT seq, id, op, query, attempts, crashes, input FROM jobs
-                     WHERE status = 'queued' ORDER BY seq LIMIT 1",
-                    [],
-                    |r| {
-                        Ok((
-                            r.get::<_, i64>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, String>(2)?,
-                            r.get::<_, String>(3)?,
-                            r.get::<_, u32>(4)?,
-                            r.get::<_, u32>(5)?,
-                            r.get::<_, Option<Vec<u8>>>(6)?,
-                        ))
-                    },
-                )
-                .optional()?;
-            let Some((seq, id, op, query, attempts, crashes, input)) = row else {
-                return Ok(None);
+            let claimed = loop {
+                let row = tx
+                    .query_row(
+                        "SELECT seq, id, op, query, attempts, crashes, input, input_crc FROM jobs
+                         WHERE status = 'queued' ORDER BY seq LIMIT 1",
+                        [],
+                        |r| {
+                            Ok((
+                                r.get::<_, i64>(0)?,
+                                r.get::<_, String>(1)?,
+                                r.get::<_, String>(2)?,
+                                r.get::<_, String>(3)?,
+                                r.get::<_, u32>(4)?,
+                                r.get::<_, u32>(5)?,
+                                r.get::<_, Option<Vec<u8>>>(6)?,
+                                r.get::<_, Option<u32>>(7)?,
+                            ))
+                        },
+                    )
+                    .optional()?;
+                let Some((seq, id, op, query, attempts, crashes, input, crc)) = row else {
+                    break None;
+                };
+                let input = input.unwrap_or_default();
+                if crc.is_some_and(|c| c != checksum(&input)) {
+                    tracing::error!(job_id = %id, "the stored input of a job fails its checksum; the job is failed");
+                    tx.execute(
+                        "UPDATE jobs SET status = 'failed', finished_ms = ?2, input = NULL,
+                                error_status = 500, error_code = ?3, error_message = ?4
+                         WHERE seq = ?1",
+                        params![
+                            seq,
+                            now_ms(),
+                            INPUT_CORRUPT_CODE,
+                            "the job's stored input is damaged (it fails its checksum); it was not run"
+                        ],
+                    )?;
+                    continue;
+                }
+                let token = uuid::Uuid::new_v4().simple().to_string();
+                tx.execute(
+                    "UPDATE jobs SET status = 'running', attempts = attempts + 1,
+                            started_ms = ?2, token = ?3, instance = ?4
+                     WHERE seq = ?1",
+                    params![seq, now_ms(), token, instance],
+                )?;
+                break Some(Claimed {
+                    id,
+                    op,
+                    query,
+                    input: Bytes::from(input),
+                    attempts: attempts + 1,
+                    crashes,
+                    token,
+                    entry: String::new(),
+                });
             };
-            let token = uuid::Uuid::new_v4().simple().to_string();
-            tx.execute(
-                "UPDATE jobs SET status = 'running', attempts = attempts + 1,
-                        started_ms = ?2, token = ?3, instance = ?4
-                 WHERE seq = ?1",
-                params![seq, now_ms(), token, instance],
-            )?;
             tx.commit()?;
-            Ok(Some(Claimed {
-                id,
-                op,
-                query,
-                input: Bytes::from(input.unwrap_or_default()),
-                attempts: attempts + 1,
-                crashes,
-                token,
-                entry: String::new(),
-            }))
+            Ok(claimed)
         })
         .await
     }
@@ -226,7 +272,7 @@ impl SqliteStore {
                 "UPDATE jobs SET status = ?3, finished_ms = ?4, token = NULL,
                         error_status = ?5, error_code = ?6, error_message = ?7,
                         content_type = ?8, width = ?9, height = ?10, frames = ?11,
-                        result = ?12, input = NULL
+                        result = ?12, result_crc = ?13, input = NULL
                  WHERE id = ?1 AND token = ?2 AND status = 'running'",
                 params![
                     id,
@@ -241,6 +287,7 @@ impl SqliteStore {
                     dims.map(|d| d.height),
                     dims.map(|d| d.frames),
                     body.as_deref(),
+                    body.as_deref().map(checksum),
                 ],
             )?;
             Ok(n == 1)
@@ -319,7 +366,7 @@ impl SqliteStore {
             let row = conn
                 .query_row(
                     "SELECT status, error_status, error_code, error_message, content_type,
-                            width, height, frames, result
+                            width, height, frames, result, result_crc
                      FROM jobs WHERE id = ?1",
                     [&id],
                     |r| {
@@ -344,14 +391,16 @@ impl SqliteStore {
                                     }),
                                     _ => None,
                                 };
-                                ResultLookup::Ready {
-                                    content_type: r
-                                        .get::<_, Option<String>>(4)?
-                                        .unwrap_or_default(),
-                                    dims,
-                                    body: Bytes::from(
-                                        r.get::<_, Option<Vec<u8>>>(8)?.unwrap_or_default(),
-                                    ),
+                                let body = r.get::<_, Option<Vec<u8>>>(8)?.unwrap_or_default();
+                                match r.get::<_, Option<u32>>(9)? {
+                                    Some(crc) if crc != checksum(&body) => ResultLookup::Corrupt,
+                                    _ => ResultLookup::Ready {
+                                        content_type: r
+                                            .get::<_, Option<String>>(4)?
+                                            .unwrap_or_default(),
+                                        dims,
+                                        body: Bytes::from(body),
+                                    },
                                 }
                             }
                             Some(s) => ResultLookup::NotReady(s),
@@ -398,6 +447,19 @@ impl SqliteStore {
     /// forgets tombstones older than `forget_ms`. Returns how many jobs
     /// expired, both kinds.
     pub async fn sweep(&self, cutoff_ms: i64, forget_ms: i64) -> Result<usize, StoreError> {
+        let due = self
+            .checked
+            .lock()
+            .map(|t| t.elapsed() >= CHECK_EVERY)
+            .unwrap_or(false);
+        if due {
+            if let Ok(mut t) = self.checked.lock() {
+                *t = std::time::Instant::now();
+            }
+            if let Err(found) = self.call(|conn| quick_check(conn)).await? {
+                return Err(StoreError::Damaged(format!("integrity check: {found}")));
+            }
+        }
         let ttl = self.limits.ttl;
         self.call(move |conn| {
             let stale = conn.execute(
@@ -523,11 +585,52 @@ fn held(conn: &Connection) -> rusqlite::Result<(u64, u64)> {
     )
 }
 
+/// Whether a SQLite error means the file itself is damaged (as opposed to
+/// busy, read-only, missing...): such damage will not heal by retrying.
+fn is_damage(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
+}
+
+/// A call's error as the rest of the service sees it: damage and a full
+/// disk are told apart from "unavailable right now".
+fn classify(e: rusqlite::Error) -> StoreError {
+    if is_damage(&e) {
+        StoreError::Damaged(e.to_string())
+    } else if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+        StoreError::Full(e.to_string())
+    } else {
+        StoreError::Sqlite(e)
+    }
+}
+
 fn store_err(path: &Path, e: rusqlite::Error) -> JobsError {
+    if is_damage(&e) {
+        return JobsError::Damaged {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        };
+    }
     JobsError::Database {
         path: path.to_path_buf(),
         source: e,
     }
+}
+
+/// `PRAGMA quick_check`: `Ok` when the file's structure is sound, else what
+/// SQLite found (the first few problems).
+fn quick_check(conn: &Connection) -> rusqlite::Result<Result<(), String>> {
+    let mut stmt = conn.prepare("PRAGMA quick_check(5)")?;
+    let found: Vec<String> = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(if found.len() == 1 && found[0] == "ok" {
+        Ok(())
+    } else {
+        Err(found.join("; "))
+    })
 }
 
 /// Opens the database under `dir`: lock, pragmas, schema, recovery.
@@ -583,8 +686,19 @@ fn open_db(dir: &Path) -> Result<(Connection, Flock<File>, usize), JobsError> {
          PRAGMA journal_size_limit = 67108864;",
     )
     .map_err(|e| store_err(&path, e))?;
+    if let Err(reason) = quick_check(&conn).map_err(|e| store_err(&path, e))? {
+        return Err(JobsError::Damaged { path, reason });
+    }
     conn.execute_batch(SCHEMA)
         .map_err(|e| store_err(&path, e))?;
+    if version == 1 {
+        // Version 2 added the checksums; older rows keep none.
+        conn.execute_batch(
+            "ALTER TABLE jobs ADD COLUMN input_crc INTEGER;
+             ALTER TABLE jobs ADD COLUMN result_crc INTEGER;",
+        )
+        .map_err(|e| store_err(&path, e))?;
+    }
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(|e| store_err(&path, e))?;
     let recovered = recover(&mut conn).map_err(|e| store_err(&path, e))?;

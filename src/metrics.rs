@@ -107,6 +107,11 @@ pub struct Metrics {
     pub job_store_up: Gauge,
     /// Bytes of job inputs and results the store holds.
     pub job_store_bytes: Gauge,
+    /// Times the job store was found to have lost its data (a new epoch).
+    pub job_store_resets: Counter,
+    /// Job claims whose answer from the store was lost and that were taken
+    /// back by the same instance (not counted as crashes).
+    pub job_lost_replies: Counter,
     pub jobs_oldest_queued_age: Gauge<f64, AtomicU64>,
     /// Job callbacks by how they ended: `delivered`, `failed` (after every
     /// retry), `refused` (the address guard said no).
@@ -141,6 +146,8 @@ impl Metrics {
         let jobs = Family::<StateLabels, Gauge>::default();
         let job_store_up = Gauge::default();
         let job_store_bytes = Gauge::default();
+        let job_store_resets = Counter::default();
+        let job_lost_replies = Counter::default();
         let jobs_oldest_queued_age = Gauge::<f64, AtomicU64>::default();
         let job_callbacks = Family::<ResultLabels, Counter>::default();
         let build = Family::<VersionLabels, Gauge>::default();
@@ -218,6 +225,16 @@ impl Metrics {
             job_store_up.clone(),
         );
         registry.register(
+            "job_lost_replies",
+            "Job claims whose answer was lost and that the same instance took back",
+            job_lost_replies.clone(),
+        );
+        registry.register(
+            "job_store_resets",
+            "Times the job store was found to have lost its data",
+            job_store_resets.clone(),
+        );
+        registry.register(
             "job_store_bytes",
             "Bytes of job inputs and results the job store holds",
             job_store_bytes.clone(),
@@ -251,6 +268,8 @@ impl Metrics {
             jobs,
             job_store_up,
             job_store_bytes,
+            job_store_resets,
+            job_lost_replies,
             jobs_oldest_queued_age,
             job_callbacks,
         })

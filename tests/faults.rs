@@ -333,3 +333,26 @@ fn a_full_disk_fails_the_job_and_frees_its_slot() {
     assert_eq!(v[&small]["status"], "done", "{}", v[&small]);
     assert!(s.stop().success());
 }
+
+#[test]
+fn a_database_moved_aside_answers_410_for_its_jobs() {
+    let dir = temp_dir();
+    let dir_arg = dir.display().to_string();
+    let flags = ["--state-dir", dir_arg.as_str()];
+    let s = Server::start(&flags);
+    let id = submit(&s, "resize?width=16", &corpus_file(CAT));
+    wait_finished(&s, std::slice::from_ref(&id), Duration::from_secs(20));
+    stop_clean(s);
+    for f in ["jobs.sqlite3", "jobs.sqlite3-wal", "jobs.sqlite3-shm"] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+    let s = Server::start(&flags);
+    let r = s.get(&format!("/v1/jobs/{id}"));
+    assert_eq!((r.status, r.error_code().as_str()), (410, "job_lost"));
+    assert_eq!(s.metric("pixfork_job_store_resets_total"), Some(1.0));
+    assert!(s.logs().contains("job_lost"));
+    let r = s.get("/v1/jobs/0123456789abcdef0123456789abcdef");
+    assert_eq!(r.status, 404);
+    assert!(s.stop().success());
+    let _ = std::fs::remove_dir_all(dir);
+}

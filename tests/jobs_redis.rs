@@ -26,11 +26,17 @@ struct Redis {
     extra: Vec<String>,
 }
 
+/// A free port below the kernel's ephemeral range (32768 and up), so no
+/// listener that binds port 0 (pixfork, a proxy of another test) can take
+/// it between this check and redis-server binding it.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    for _ in 0..100 {
+        let port = 20_000 + (fastrand::u16(..) % 12_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000-32000")
 }
 
 fn ping(port: u16) -> bool {
@@ -82,6 +88,18 @@ impl Redis {
         wait_for("redis-server answers PING", Duration::from_secs(10), || {
             ping(port).then_some(())
         });
+        // The answer must come from this server: a port picked free can be
+        // taken by another test's listener before redis-server binds it,
+        // and then redis-server exits at once.
+        std::thread::sleep(Duration::from_millis(50));
+        let exited = self
+            .child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_some());
+        assert!(
+            !exited,
+            "redis-server could not bind port {port} (taken meanwhile); rerun the test"
+        );
     }
 
     fn url(&self) -> String {
@@ -386,5 +404,235 @@ fn a_redis_outage_is_visible_and_the_sync_api_stays_ready() {
     wait_for("the store seen up", Duration::from_secs(15), || {
         (s.readyz()["job_store"] == "up").then_some(())
     });
+    assert!(s.stop().success());
+}
+
+/// What the proxy drops: the next answer that delivers a stream entry, or
+/// the next answer to the claim script.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Lose {
+    Delivery,
+    Claim,
+}
+
+/// A TCP proxy in front of Redis that can lose one answer: it forwards
+/// the command, then closes both sides instead of forwarding the reply,
+/// as a network that fails at the worst moment would.
+struct LossyProxy {
+    port: u16,
+    armed: std::sync::Arc<std::sync::Mutex<Option<Lose>>>,
+    dropped: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl LossyProxy {
+    fn start(redis_port: u16) -> LossyProxy {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::{Arc, Mutex};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        let armed: Arc<Mutex<Option<Lose>>> = Arc::new(Mutex::new(None));
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let (armed2, dropped2) = (armed.clone(), dropped.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", redis_port)) else {
+                    continue;
+                };
+                // Set by the client side when it forwarded a command whose
+                // answer is to be lost.
+                let pending: Arc<Mutex<Option<Lose>>> = Arc::new(Mutex::new(None));
+                let (mut c_in, mut s_out) = (
+                    client.try_clone().expect("clone"),
+                    server.try_clone().expect("clone"),
+                );
+                let (armed, p1) = (armed2.clone(), pending.clone());
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 1 << 16];
+                    while let Ok(n) = c_in.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                        let kind = if text.contains("XREADGROUP") && text.contains("\r\n>\r\n") {
+                            Some(Lose::Delivery)
+                        } else if text.contains("stopped answering") {
+                            Some(Lose::Claim)
+                        } else {
+                            None
+                        };
+                        if let (Some(kind), Ok(mut a)) = (kind, armed.lock()) {
+                            if *a == Some(kind) {
+                                if let Ok(mut p) = p1.lock() {
+                                    *p = Some(kind);
+                                }
+                            }
+                            let _ = &mut a;
+                        }
+                        if s_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = s_out.shutdown(std::net::Shutdown::Both);
+                });
+                let (mut s_in, mut c_out) = (server, client);
+                let (armed, dropped, p2) = (armed2.clone(), dropped2.clone(), pending);
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 1 << 16];
+                    while let Ok(n) = s_in.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        let want = p2.lock().ok().and_then(|p| *p);
+                        // An empty delivery (nil: nothing new) is passed on.
+                        let empty = buf[..n].starts_with(b"*-1") || buf[..n].starts_with(b"_");
+                        if want.is_some() && !(want == Some(Lose::Delivery) && empty) {
+                            if let Ok(mut a) = armed.lock() {
+                                *a = None;
+                            }
+                            dropped.fetch_add(1, Ordering::SeqCst);
+                            let _ = c_out.shutdown(std::net::Shutdown::Both);
+                            let _ = s_in.shutdown(std::net::Shutdown::Both);
+                            break;
+                        }
+                        if c_out.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = c_out.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        LossyProxy {
+            port,
+            armed,
+            dropped,
+        }
+    }
+
+    fn arm(&self, what: Lose) {
+        if let Ok(mut a) = self.armed.lock() {
+            *a = Some(what);
+        }
+    }
+
+    fn dropped(&self) -> usize {
+        self.dropped.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn a_lost_answer_does_not_stall_a_job_or_count_as_a_crash() {
+    let redis = Redis::start();
+    let proxy = LossyProxy::start(redis.port);
+    let url = format!("redis://127.0.0.1:{}/0", proxy.port);
+    let state = common::temp_dir();
+    let state = state.to_str().expect("utf-8").to_string();
+    // A long claim timeout: waiting for a takeover would fail the test.
+    let s = Server::start(&[
+        "--jobs-url",
+        &url,
+        "--state-dir",
+        &state,
+        "--job-claim-timeout",
+        "60s",
+    ]);
+    for what in [Lose::Delivery, Lose::Claim] {
+        let before = proxy.dropped();
+        proxy.arm(what);
+        // The connection a lost answer broke may fail one more command
+        // (503, nothing stored) before the client reconnects.
+        let id = wait_for("a submission", Duration::from_secs(10), || {
+            let r = s.post("/v1/jobs/resize?width=16", &corpus_file(CAT));
+            (r.status == 202).then(|| r.json()["id"].as_str().expect("id").to_string())
+        });
+        // Polled by hand: a poll may also meet the broken connection.
+        let done = wait_for("the job done", Duration::from_secs(15), || {
+            let r = s.get(&format!("/v1/jobs/{id}"));
+            let v = (r.status == 200).then(|| r.json())?;
+            (v["status"] == "done" || v["status"] == "failed").then_some(v)
+        });
+        assert_eq!(proxy.dropped(), before + 1, "{what:?}: an answer was lost");
+        assert_eq!(done["status"], "done", "{what:?}: {done}");
+        assert_eq!(done["attempts"], 1, "{what:?}: no crash counted: {done}");
+    }
+    assert!(s
+        .metric("pixfork_job_lost_replies_total")
+        .is_some_and(|n| n >= 1.0));
+    assert!(
+        !s.logs().contains("took over a job"),
+        "an instance does not take a job over from itself: {}",
+        s.logs()
+    );
+    assert!(s.stop().success());
+    let _ = std::fs::remove_dir_all(state);
+}
+
+#[test]
+fn jobs_lost_with_a_redis_restart_answer_410_job_lost() {
+    let mut redis = Redis::start();
+    let s = instance(&redis, &[]);
+    let ids: Vec<String> = (0..3)
+        .map(|_| submit(&s, "resize?width=16", &corpus_file(CAT)))
+        .collect();
+    wait_finished(&s, &ids, Duration::from_secs(20));
+    // Redis restarts without persistence: everything is gone.
+    redis.stop();
+    redis.spawn();
+    wait_for("the reset noticed", Duration::from_secs(15), || {
+        (s.metric("pixfork_job_store_resets_total") == Some(1.0)).then_some(())
+    });
+    for id in &ids {
+        let r = s.get(&format!("/v1/jobs/{id}"));
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (410, "job_lost"),
+            "{id}"
+        );
+        let r = s.get(&format!("/v1/jobs/{id}/result"));
+        assert_eq!(r.status, 410);
+    }
+    // A mistyped id is still not found.
+    let r = s.get("/v1/jobs/0123456789abcdef0123456789abcdef");
+    assert_eq!((r.status, r.error_code().as_str()), (404, "job_not_found"));
+    let logs = s.logs();
+    assert_eq!(
+        logs.matches("lost its data (restarted without persistence")
+            .count(),
+        1,
+        "logged once at error level: {logs}"
+    );
+    // New jobs work, under the new epoch.
+    let id = submit(&s, "resize?width=16", &corpus_file(CAT));
+    let done = wait_finished(&s, std::slice::from_ref(&id), Duration::from_secs(20));
+    assert_eq!(done[&id]["status"], "done");
+    assert_ne!(id[..8], ids[0][..8], "a new epoch");
+    assert!(s.stop().success());
+}
+
+#[test]
+fn with_persistence_a_redis_kill_loses_no_job_and_is_no_reset() {
+    let mut redis = Redis::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let s = instance(&redis, &["--job-slots", "1"]);
+    let img = corpus_file(CAT);
+    // One job runs while twenty wait.
+    let mut ids = vec![submit(&s, "__sleep?ms=1500", b"x")];
+    wait_for("the first job running", Duration::from_secs(10), || {
+        (status(&s, &ids[0])["status"] == "running").then_some(())
+    });
+    ids.extend((0..20).map(|_| submit(&s, "resize?width=16", &img)));
+    assert!(s.get("/v1/jobs").json()["queued"].as_u64() >= Some(15));
+    // SIGKILL mid-queue, then the same data dir: the AOF is replayed.
+    redis.stop();
+    redis.spawn();
+    let done = wait_finished(&s, &ids, Duration::from_secs(60));
+    for id in &ids {
+        assert_eq!(done[id]["status"], "done", "{}", done[id]);
+    }
+    assert_eq!(
+        s.metric("pixfork_job_store_resets_total"),
+        Some(0.0),
+        "a store that kept its data is not reported as reset"
+    );
+    assert!(!s.logs().contains("lost its data"));
     assert!(s.stop().success());
 }

@@ -47,6 +47,7 @@ pub const ERROR_CODES: &[&str] = &[
     // background jobs
     "job_not_found",
     "job_expired",
+    "job_lost",
     "job_not_done",
     "job_running",
     "job_queue_full",

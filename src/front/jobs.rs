@@ -113,6 +113,24 @@ fn not_found(id: &str) -> ApiError {
     )
 }
 
+/// An id the store does not know: 410 `job_lost` when it was accepted by
+/// this store before it lost its data (its epoch is a past one), else 404.
+async fn missing(jobs: &Jobs, id: &str) -> ApiError {
+    if jobs.is_lost(id).await {
+        job_error(
+            StatusCode::GONE,
+            "job_lost",
+            format!(
+                "job {id} was accepted, but the job store lost its data since (a Redis restart \
+                 without persistence, or a database moved aside); it cannot be recovered: \
+                 submit it again"
+            ),
+        )
+    } else {
+        not_found(id)
+    }
+}
+
 fn expired(id: &str) -> ApiError {
     job_error(
         StatusCode::GONE,
@@ -210,7 +228,7 @@ async fn status(jobs: &Jobs, id: &str) -> Result<Resp, ApiError> {
     match jobs.get(id).await.map_err(unavailable)? {
         Lookup::Found(rec) => Ok(json(StatusCode::OK, &status_json(&rec))),
         Lookup::Expired => Err(expired(id)),
-        Lookup::Missing => Err(not_found(id)),
+        Lookup::Missing => Err(missing(jobs, id).await),
     }
 }
 
@@ -219,7 +237,7 @@ async fn result(jobs: &Jobs, id: &str) -> Result<Resp, ApiError> {
         return Err(not_found(id));
     }
     match jobs.result(id).await.map_err(unavailable)? {
-        ResultLookup::Missing => Err(not_found(id)),
+        ResultLookup::Missing => Err(missing(jobs, id).await),
         ResultLookup::Expired => Err(expired(id)),
         ResultLookup::NotReady(s) => Err(job_error(
             StatusCode::CONFLICT,
@@ -316,7 +334,7 @@ async fn remove(jobs: &Jobs, id: &str) -> Result<Resp, ApiError> {
             format!("job {id} is running and cannot be deleted now; delete it once it is done"),
         )),
         Removed::Expired => Err(expired(id)),
-        Removed::Missing => Err(not_found(id)),
+        Removed::Missing => Err(missing(jobs, id).await),
     }
 }
 

@@ -175,7 +175,7 @@ impl Jobs {
         metrics: Arc<Metrics>,
     ) -> Result<Jobs, JobsError> {
         let instance = instance_name();
-        let (store, recovered) = Store::open(&cfg, &instance).await?;
+        let (store, recovered) = Store::open(&cfg, &instance, &metrics).await?;
         let slots = cfg.job_slots.max(1);
         let inner = Arc::new(Inner {
             store,
@@ -273,7 +273,10 @@ impl Jobs {
         query: String,
         input: Bytes,
     ) -> Result<(String, Submit), StoreError> {
-        let id = uuid::Uuid::new_v4().simple().to_string();
+        // The store's epoch, then 24 random hex digits.
+        let random = uuid::Uuid::new_v4().simple().to_string();
+        let epoch = self.inner.store.current_epoch().await?;
+        let id = format!("{epoch}{}", &random[..24]);
         let verdict = self
             .inner
             .store
@@ -289,6 +292,16 @@ impl Jobs {
             self.inner.wake.notify_one();
         }
         Ok((id, verdict))
+    }
+
+    /// Whether `id`, which the store does not know, names a job it accepted
+    /// before it lost its data: its epoch is an earlier one of this store.
+    pub async fn is_lost(&self, id: &str) -> bool {
+        let epoch = id.get(..8).unwrap_or("");
+        if epoch == self.inner.store.epoch() {
+            return false;
+        }
+        self.inner.store.was_epoch(epoch).await.unwrap_or(false)
     }
 
     /// A job's record, for its status document.

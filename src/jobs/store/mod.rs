@@ -5,6 +5,7 @@
 pub mod redis;
 pub mod sqlite;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use self::redis::RedisStore;
@@ -13,6 +14,7 @@ use super::model::{
     Claimed, Finished, JobRecord, JobStats, Lookup, NewJob, Removed, Requeue, ResultLookup, Submit,
 };
 use super::{JobsConfig, JobsError};
+use crate::metrics::Metrics;
 
 /// Why a store call failed. Every variant means "the store is unavailable"
 /// to a client (503), never "your job is wrong"; `Damaged` means it will
@@ -48,6 +50,20 @@ impl From<::redis::RedisError> for StoreError {
     }
 }
 
+/// A store's epoch: 8 hex digits made when the store is first used, and
+/// the first 8 digits of every job id it hands out. A store that lost its
+/// data (Redis restarted without persistence, a database moved aside) gets
+/// a new epoch; the old one is remembered, so an id from before answers
+/// 410 `job_lost` rather than the 404 of a mistyped id.
+pub fn new_epoch() -> String {
+    format!("{:08x}", fastrand::u32(..))
+}
+
+/// Whether `e` looks like an epoch.
+pub fn valid_epoch(e: &str) -> bool {
+    e.len() == 8 && e.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// The bounds of a store, from the master's flags.
 #[derive(Debug, Clone, Copy)]
 pub struct StoreLimits {
@@ -77,7 +93,11 @@ pub enum Store {
 impl Store {
     /// The embedded store under `state_dir`, or Redis with `--jobs-url`.
     /// Returns the store and how many jobs recovery re-queued.
-    pub async fn open(cfg: &JobsConfig, instance: &str) -> Result<(Store, usize), JobsError> {
+    pub async fn open(
+        cfg: &JobsConfig,
+        instance: &str,
+        metrics: &Arc<Metrics>,
+    ) -> Result<(Store, usize), JobsError> {
         let limits = StoreLimits {
             max_queued_jobs: cfg.max_queued_jobs,
             max_job_bytes: cfg.max_job_bytes,
@@ -85,11 +105,17 @@ impl Store {
         };
         match &cfg.jobs_url {
             Some(url) => {
-                let s = RedisStore::open(url, instance, cfg.claim_timeout, limits).await?;
+                let s = RedisStore::open(url, instance, cfg.claim_timeout, limits, metrics.clone())
+                    .await?;
                 Ok((Store::Redis(Box::new(s)), 0))
             }
             None => match SqliteStore::open(&cfg.state_dir, limits).await {
-                Ok((s, recovered)) => Ok((Store::Sqlite(s), recovered)),
+                Ok((s, recovered)) => {
+                    if s.reset {
+                        metrics.job_store_resets.inc();
+                    }
+                    Ok((Store::Sqlite(s), recovered))
+                }
                 Err(JobsError::Damaged { path, reason }) => {
                     tracing::error!(
                         "the job database {} is damaged ({reason}). pixfork serves the \
@@ -108,6 +134,35 @@ impl Store {
                 }
                 Err(e) => Err(e),
             },
+        }
+    }
+
+    /// The epoch new job ids start with, as last read.
+    pub fn epoch(&self) -> String {
+        match self {
+            Store::Sqlite(s) => s.epoch(),
+            Store::Redis(s) => s.epoch(),
+            Store::Broken(_) => "00000000".into(),
+        }
+    }
+
+    /// The epoch for a new job: Redis checks it when due (a store that
+    /// lost its data gets a new one before it takes new jobs).
+    pub async fn current_epoch(&self) -> Result<String, StoreError> {
+        match self {
+            Store::Sqlite(s) => Ok(s.epoch()),
+            Store::Redis(s) => s.current_epoch().await,
+            Store::Broken(r) => Err(Store::broken(r)),
+        }
+    }
+
+    /// Whether a job id's epoch is one this store had before it lost its
+    /// data (so the job was accepted, and is gone).
+    pub async fn was_epoch(&self, epoch: &str) -> Result<bool, StoreError> {
+        match self {
+            Store::Sqlite(s) => Ok(s.was_epoch(epoch)),
+            Store::Redis(s) => s.was_epoch(epoch).await,
+            Store::Broken(r) => Err(Store::broken(r)),
         }
     }
 

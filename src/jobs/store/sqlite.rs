@@ -31,6 +31,10 @@ use crate::jobs::JobsError;
 /// Database file name inside the state dir.
 pub const DB_FILE: &str = "jobs.sqlite3";
 const LOCK_FILE: &str = "jobs.lock";
+/// Every store epoch this state dir has had, one a line: outside the
+/// database, so that a database that was lost or replaced is recognised
+/// (its jobs' ids answer 410 `job_lost`, not 404).
+const EPOCHS_FILE: &str = "jobs.epochs";
 /// Schema version in `PRAGMA user_version`; a newer file is refused rather
 /// than misread. 2 added the blobs' checksums (rows from version 1 have
 /// none, and are served unchecked).
@@ -71,6 +75,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     input         BLOB,
     result        BLOB
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
 CREATE INDEX IF NOT EXISTS jobs_by_finish ON jobs (status, finished_ms);
 ";
@@ -90,6 +98,12 @@ pub struct SqliteStore {
     limits: StoreLimits,
     /// When `quick_check` last ran (it runs at open).
     checked: std::sync::Arc<std::sync::Mutex<std::time::Instant>>,
+    /// This database's epoch (see [`super::Epochs`]).
+    epoch: String,
+    /// Epochs of databases this state dir had before.
+    past: Vec<String>,
+    /// Opening found the database lost or replaced.
+    pub reset: bool,
 }
 
 impl SqliteStore {
@@ -105,18 +119,18 @@ impl SqliteStore {
         std::thread::Builder::new()
             .name("pixfork-jobs-db".into())
             .spawn(move || {
-                let (conn, lock, recovered) = match open_db(&dir) {
+                let (conn, lock, opened) = match open_db(&dir) {
                     Ok(v) => v,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
                         return;
                     }
                 };
-                let _ = ready_tx.send(Ok(recovered));
+                let _ = ready_tx.send(Ok(opened));
                 serve(conn, lock, rx);
             })
             .map_err(|e| JobsError::Store(format!("cannot start the database thread: {e}")))?;
-        let recovered = ready_rx
+        let opened = ready_rx
             .await
             .map_err(|_| JobsError::Store("the database thread stopped while opening".into()))??;
         let checked = std::sync::Arc::new(std::sync::Mutex::new(std::time::Instant::now()));
@@ -125,8 +139,11 @@ impl SqliteStore {
                 tx,
                 limits,
                 checked,
+                epoch: opened.epoch,
+                past: opened.past,
+                reset: opened.reset,
             },
-            recovered,
+            opened.recovered,
         ))
     }
 
@@ -527,6 +544,16 @@ impl SqliteStore {
         .await
     }
 
+    /// This database's epoch, the first 8 hex digits of every job id.
+    pub fn epoch(&self) -> String {
+        self.epoch.clone()
+    }
+
+    /// Whether `epoch` belongs to a database this state dir had before.
+    pub fn was_epoch(&self, epoch: &str) -> bool {
+        self.past.iter().any(|e| e == epoch)
+    }
+
     /// Ends the database thread after the calls already sent and waits
     /// until the connection is closed (the WAL checkpointed into the main
     /// file) and the lock released, so the process may exit right after.
@@ -633,8 +660,66 @@ fn quick_check(conn: &Connection) -> rusqlite::Result<Result<(), String>> {
     })
 }
 
+/// What opening found besides the connection.
+struct Opened {
+    recovered: usize,
+    epoch: String,
+    past: Vec<String>,
+    /// The database is new but the state dir had one before.
+    reset: bool,
+}
+
+/// The database's epoch (made at its first open) and the state dir's
+/// earlier ones. A database made while the state dir remembers others was
+/// lost or replaced: said at error level, once, here.
+fn epochs(conn: &Connection, dir: &Path) -> rusqlite::Result<(String, Vec<String>, bool)> {
+    let file = dir.join(EPOCHS_FILE);
+    let known: Vec<String> = std::fs::read_to_string(&file)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| super::valid_epoch(l))
+        .collect();
+    let stored: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let mut reset = false;
+    let epoch = match stored {
+        Some(e) => e,
+        None => {
+            let e = super::new_epoch();
+            conn.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?1)", [&e])?;
+            if !known.is_empty() {
+                tracing::error!(
+                    "the job database in {} is new, but this state dir had one before (epochs \
+                     {}): every job accepted there is lost; their ids answer 410 job_lost",
+                    dir.display(),
+                    known.join(", ")
+                );
+                reset = true;
+            }
+            e
+        }
+    };
+    if !known.contains(&epoch) {
+        use std::io::Write;
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&file)
+            .and_then(|mut f| writeln!(f, "{epoch}").and_then(|()| f.sync_all()));
+        if let Err(e) = appended {
+            tracing::warn!("cannot record the store epoch in {}: {e}", file.display());
+        }
+    }
+    let past = known.into_iter().filter(|e| *e != epoch).collect();
+    Ok((epoch, past, reset))
+}
+
 /// Opens the database under `dir`: lock, pragmas, schema, recovery.
-fn open_db(dir: &Path) -> Result<(Connection, Flock<File>, usize), JobsError> {
+fn open_db(dir: &Path) -> Result<(Connection, Flock<File>, Opened), JobsError> {
     std::fs::create_dir_all(dir).map_err(|source| JobsError::StateDir {
         path: dir.to_path_buf(),
         source,
@@ -702,7 +787,17 @@ fn open_db(dir: &Path) -> Result<(Connection, Flock<File>, usize), JobsError> {
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(|e| store_err(&path, e))?;
     let recovered = recover(&mut conn).map_err(|e| store_err(&path, e))?;
-    Ok((conn, lock, recovered))
+    let (epoch, past, reset) = epochs(&conn, dir).map_err(|e| store_err(&path, e))?;
+    Ok((
+        conn,
+        lock,
+        Opened {
+            recovered,
+            epoch,
+            past,
+            reset,
+        },
+    ))
 }
 
 /// After an unclean stop nobody runs the `running` jobs any more: re-queue

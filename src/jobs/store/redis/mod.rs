@@ -30,8 +30,9 @@
 //! Two connections: the blocking `XREADGROUP` would stall every other
 //! command multiplexed on its connection, so it has its own.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -40,13 +41,16 @@ use ::redis::{Client, RedisError, Value};
 use bytes::Bytes;
 
 mod decode;
+mod epoch;
 mod scripts;
+mod setup;
 
 use self::decode::{dims, entry_job_id, int, record, text};
 use self::scripts::{
     bytes_key, gone_key, input_key, job_key, result_key, set_key, stream_key, Scripts,
     CONSUMER_FORGET, GROUP, PREFIX,
 };
+use self::setup::{check_config, create_group};
 use super::{StoreError, StoreLimits};
 use crate::jobs::model::{
     expired_message, millis, now_ms, Claimed, Finished, JobError, JobRecord, JobStats, Lookup,
@@ -54,6 +58,7 @@ use crate::jobs::model::{
     MAX_CRASHES, POISON_CODE, POISON_STATUS, TOMBSTONE_KEEP,
 };
 use crate::jobs::JobsError;
+use crate::metrics::Metrics;
 
 /// How long one `XREADGROUP` waits for a new entry. Short, so a stopping
 /// instance is not held up by it.
@@ -79,7 +84,22 @@ pub struct RedisStore {
     /// When the byte counter was last recounted.
     recounted: Mutex<Option<Instant>>,
     scripts: Scripts,
+    metrics: Arc<Metrics>,
+    /// The store's epoch as this instance knows it (empty until read).
+    epoch: Mutex<String>,
+    /// When the epoch was last checked against Redis.
+    epoch_checked: Mutex<Option<Instant>>,
+    /// Jobs this instance is running now: an entry of ours whose job is
+    /// not among them is a claim whose answer was lost.
+    running_here: Mutex<HashSet<String>>,
+    /// An answer from Redis was lost (an error after the command may have
+    /// run): read this consumer's own pending entries before new ones.
+    reread: AtomicBool,
 }
+
+/// How often the epoch is checked (a store that lost its data is noticed
+/// within this, by any instance that runs).
+const EPOCH_EVERY: Duration = Duration::from_secs(1);
 
 /// The replies of the stats pipeline: five counts, the oldest queued job
 /// with its score, the byte counter.
@@ -97,6 +117,7 @@ impl RedisStore {
         consumer: &str,
         claim_timeout: Duration,
         limits: StoreLimits,
+        metrics: Arc<Metrics>,
     ) -> Result<RedisStore, JobsError> {
         let client = Client::open(url).map_err(|e| JobsError::RedisUrl {
             reason: e.to_string(),
@@ -122,6 +143,11 @@ impl RedisStore {
             claim_timeout,
             limits,
             recounted: Mutex::new(None),
+            metrics,
+            epoch: Mutex::new(String::new()),
+            epoch_checked: Mutex::new(None),
+            running_here: Mutex::new(HashSet::new()),
+            reread: AtomicBool::new(false),
             reclaim: Mutex::new(Reclaim {
                 cursor: "0-0".into(),
                 last: None,
@@ -129,13 +155,87 @@ impl RedisStore {
             scripts: Scripts::load(),
         };
         match create_group(store.conn.clone()).await {
-            Ok(()) => check_config(store.conn.clone()).await?,
+            Ok(()) => {
+                check_config(store.conn.clone()).await?;
+                if let Err(e) = store.check_epoch().await {
+                    tracing::warn!("cannot read the job store's epoch yet: {e}");
+                }
+            }
             Err(e) => tracing::warn!(
                 "redis job store not reachable yet ({e}); job requests answer 503 until it is \
                  (its eviction and persistence settings are not checked)"
             ),
         }
         Ok(store)
+    }
+
+    /// Runs a read-only pipeline, once more if the connection had dropped
+    /// (a Redis restart): reads are safe to repeat, and the client has
+    /// reconnected after the first failure, so a poll right after a Redis
+    /// restart is answered rather than refused.
+    async fn read<T: ::redis::FromRedisValue>(
+        &self,
+        pipe: &::redis::Pipeline,
+    ) -> Result<T, StoreError> {
+        match pipe.query_async(&mut self.conn.clone()).await {
+            Err(e) if e.is_connection_dropped() || e.is_io_error() => {
+                Ok(pipe.query_async(&mut self.conn.clone()).await?)
+            }
+            r => Ok(r?),
+        }
+    }
+
+    /// Remembers that a command's answer may have been lost.
+    fn lost<T>(&self, r: Result<T, StoreError>) -> Result<T, StoreError> {
+        if r.is_err() {
+            self.reread.store(true, Ordering::Relaxed);
+        }
+        r
+    }
+
+    /// This consumer's own pending entries whose jobs it does not run now:
+    /// delivered to it, but the delivery or the claim's answer was lost.
+    async fn own_pending(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let reply: Option<StreamReadReply> = ::redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(GROUP)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(16)
+            .arg("STREAMS")
+            .arg(stream_key())
+            .arg("0")
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| self.group_lost(e))?;
+        let running = self
+            .running_here
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default();
+        Ok(reply
+            .into_iter()
+            .flat_map(|r| r.keys)
+            .flat_map(|k| k.ids)
+            .filter_map(|e| entry_job_id(&e))
+            .filter(|(_, id)| !running.contains(id))
+            .collect())
+    }
+
+    /// Whether this instance is running job `id` now.
+    fn runs_here(&self, id: &str) -> bool {
+        self.running_here
+            .lock()
+            .map(|r| r.contains(id))
+            .unwrap_or(true)
+    }
+
+    /// Forgets a job this instance ran (its end was written, or it is no
+    /// longer ours).
+    fn done_here(&self, id: &str) {
+        if let Ok(mut r) = self.running_here.lock() {
+            r.remove(id);
+        }
     }
 
     /// How long a finished job's keys live in Redis: past `--job-ttl` the
@@ -197,17 +297,30 @@ impl RedisStore {
     /// to a second). Called only when a job slot is free, so an instance
     /// never holds entries it cannot run.
     pub async fn claim(&self, instance: &str) -> Result<Option<Claimed>, StoreError> {
+        self.current_epoch().await?;
+        // An answer was lost: this consumer's own pending entries first (a
+        // delivery or a claim whose reply never came), before new ones,
+        // rather than waiting for another instance to take them over.
+        if self.reread.swap(false, Ordering::Relaxed) {
+            let pending = self.lost(self.own_pending().await)?;
+            for (entry, id) in pending {
+                tracing::info!(job_id = %id, entry = %entry, "taking back a job whose delivery or claim answer was lost");
+                if let Some(job) = self.lost(self.claim_entry(&entry, &id, instance).await)? {
+                    return Ok(Some(job));
+                }
+            }
+        }
         // Entries that turn out to be cancelled or finished are dropped and
         // the next one is tried; a bounded number per call.
         for _ in 0..16 {
-            let entry = match self.reclaim_one().await? {
+            let entry = match self.lost(self.reclaim_one().await)? {
                 Some(e) => Some(e),
-                None => self.read_one().await?,
+                None => self.lost(self.read_one().await)?,
             };
             let Some((entry, id)) = entry else {
                 return Ok(None);
             };
-            if let Some(job) = self.claim_entry(&entry, &id, instance).await? {
+            if let Some(job) = self.lost(self.claim_entry(&entry, &id, instance).await)? {
                 return Ok(Some(job));
             }
         }
@@ -244,9 +357,6 @@ impl RedisStore {
             // Keep scanning while the scan has not wrapped or found work.
             let more = found.is_some() || reply.next_stream_id != "0-0";
             r.last = if more { None } else { Some(Instant::now()) };
-        }
-        if let Some((entry, id)) = &found {
-            tracing::warn!(job_id = %id, entry = %entry, "took over a job from an instance that went silent");
         }
         Ok(found)
     }
@@ -350,6 +460,7 @@ impl RedisStore {
             .arg(id)
             .arg(POISON_STATUS)
             .arg(POISON_CODE)
+            .arg(if self.runs_here(id) { "0" } else { "1" })
             .invoke_async(&mut self.conn.clone())
             .await?;
         let Value::Array(items) = reply else {
@@ -361,6 +472,11 @@ impl RedisStore {
         let verdict = it.next().and_then(|v| text(&v)).unwrap_or_default();
         match verdict.as_str() {
             "run" => {}
+            "resume" => {
+                self.metrics.job_lost_replies.inc();
+                tracing::info!(job_id = %id, "resuming a job whose claim answer was lost (no crash counted)");
+            }
+            "takeover" => {}
             "poisoned" => {
                 tracing::warn!(job_id = %id, "failed a job as poison: its attempts kept dying");
                 return Ok(None);
@@ -375,6 +491,13 @@ impl RedisStore {
             Some(Value::BulkString(b)) => Bytes::from(b),
             _ => Bytes::new(),
         };
+        if verdict == "takeover" {
+            let previous = it.next().and_then(|v| text(&v)).unwrap_or_default();
+            tracing::warn!(job_id = %id, entry = %entry, previous = %previous, "took over a job from an instance that went silent");
+        }
+        if let Ok(mut r) = self.running_here.lock() {
+            r.insert(id.to_string());
+        }
         Ok(Some(Claimed {
             id: id.to_string(),
             op,
@@ -442,6 +565,7 @@ impl RedisStore {
             .arg(dims.map_or(String::new(), |d| d.frames.to_string()))
             .invoke_async(&mut self.conn.clone())
             .await?;
+        self.done_here(&job.id);
         Ok(n == 1)
     }
 
@@ -463,17 +587,20 @@ impl RedisStore {
             })
             .invoke_async(&mut self.conn.clone())
             .await?;
+        self.done_here(&job.id);
         Ok(n == 1)
     }
 
     pub async fn get(&self, id: &str) -> Result<Lookup<JobRecord>, StoreError> {
-        let (hash, gone): (HashMap<String, String>, bool) = ::redis::pipe()
-            .atomic()
-            .cmd("HGETALL")
-            .arg(job_key(id))
-            .cmd("EXISTS")
-            .arg(gone_key(id))
-            .query_async(&mut self.conn.clone())
+        let (hash, gone): (HashMap<String, String>, bool) = self
+            .read(
+                ::redis::pipe()
+                    .atomic()
+                    .cmd("HGETALL")
+                    .arg(job_key(id))
+                    .cmd("EXISTS")
+                    .arg(gone_key(id)),
+            )
             .await?;
         if hash.is_empty() {
             return Ok(if gone {
@@ -489,15 +616,17 @@ impl RedisStore {
     }
 
     pub async fn result(&self, id: &str) -> Result<ResultLookup, StoreError> {
-        let (hash, body, gone): (HashMap<String, String>, Option<Vec<u8>>, bool) = ::redis::pipe()
-            .atomic()
-            .cmd("HGETALL")
-            .arg(job_key(id))
-            .cmd("GET")
-            .arg(result_key(id))
-            .cmd("EXISTS")
-            .arg(gone_key(id))
-            .query_async(&mut self.conn.clone())
+        let (hash, body, gone): (HashMap<String, String>, Option<Vec<u8>>, bool) = self
+            .read(
+                ::redis::pipe()
+                    .atomic()
+                    .cmd("HGETALL")
+                    .arg(job_key(id))
+                    .cmd("GET")
+                    .arg(result_key(id))
+                    .cmd("EXISTS")
+                    .arg(gone_key(id)),
+            )
             .await?;
         if hash.is_empty() {
             return Ok(if gone {
@@ -634,26 +763,28 @@ impl RedisStore {
     }
 
     pub async fn stats(&self) -> Result<JobStats, StoreError> {
-        let (queued, running, done, failed, expired, oldest, bytes): StatsReply = ::redis::pipe()
-            .atomic()
-            .cmd("ZCARD")
-            .arg(set_key("queued"))
-            .cmd("ZCARD")
-            .arg(set_key("running"))
-            .cmd("ZCARD")
-            .arg(set_key("done"))
-            .cmd("ZCARD")
-            .arg(set_key("failed"))
-            .cmd("ZCARD")
-            .arg(set_key("expired"))
-            .cmd("ZRANGE")
-            .arg(set_key("queued"))
-            .arg(0)
-            .arg(0)
-            .arg("WITHSCORES")
-            .cmd("GET")
-            .arg(bytes_key())
-            .query_async(&mut self.conn.clone())
+        let (queued, running, done, failed, expired, oldest, bytes): StatsReply = self
+            .read(
+                ::redis::pipe()
+                    .atomic()
+                    .cmd("ZCARD")
+                    .arg(set_key("queued"))
+                    .cmd("ZCARD")
+                    .arg(set_key("running"))
+                    .cmd("ZCARD")
+                    .arg(set_key("done"))
+                    .cmd("ZCARD")
+                    .arg(set_key("failed"))
+                    .cmd("ZCARD")
+                    .arg(set_key("expired"))
+                    .cmd("ZRANGE")
+                    .arg(set_key("queued"))
+                    .arg(0)
+                    .arg(0)
+                    .arg("WITHSCORES")
+                    .cmd("GET")
+                    .arg(bytes_key()),
+            )
             .await?;
         let oldest_queued_age_secs = oldest.first().map_or(0.0, |(_, created)| {
             ((now_ms() as f64 - created) / 1000.0).max(0.0)
@@ -668,71 +799,5 @@ impl RedisStore {
             oldest_queued_age_secs,
             bytes: bytes.map_or(0, |b| u64::try_from(b).unwrap_or(0)),
         })
-    }
-}
-
-/// Checks the server's settings before trusting it with jobs. An eviction
-/// policy that may drop keys (anything but `noeviction`, with a
-/// `maxmemory` set) would lose accepted jobs without a word: refused. No
-/// persistence at all (`appendonly no` and no `save` points) loses every
-/// job at a restart: warned about (the store epoch then reports it). A
-/// server that hides `CONFIG` (some managed services) is trusted, with a
-/// warning.
-async fn check_config(conn: ConnectionManager) -> Result<(), JobsError> {
-    let get = |name: &'static str| {
-        let mut conn = conn.clone();
-        async move {
-            let pair: Result<Vec<String>, RedisError> = ::redis::cmd("CONFIG")
-                .arg("GET")
-                .arg(name)
-                .query_async(&mut conn)
-                .await;
-            pair.map(|p| p.get(1).cloned().unwrap_or_default())
-        }
-    };
-    let (policy, maxmemory) = match (get("maxmemory-policy").await, get("maxmemory").await) {
-        (Ok(p), Ok(m)) => (p, m),
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::warn!(
-                "cannot read the redis configuration ({e}); make sure maxmemory-policy is \
-                 noeviction, or accepted jobs may be evicted"
-            );
-            return Ok(());
-        }
-    };
-    let limited = maxmemory.trim().parse::<u64>().map_or(true, |m| m > 0);
-    if limited && policy != "noeviction" {
-        return Err(JobsError::Store(format!(
-            "redis has maxmemory {maxmemory} with maxmemory-policy {policy}: it may evict job \
-             keys and lose accepted jobs without a word. Set maxmemory-policy noeviction \
-             (writes then fail, and pixfork answers 503), or give jobs a Redis of their own"
-        )));
-    }
-    let appendonly = get("appendonly").await.unwrap_or_default();
-    let save = get("save").await.unwrap_or_default();
-    if appendonly != "yes" && save.trim().is_empty() {
-        tracing::warn!(
-            "redis has no persistence (appendonly no, no save points): a restart of it loses \
-             every queued and finished job. Set appendonly yes (appendfsync everysec or \
-             always) to keep jobs across restarts"
-        );
-    }
-    Ok(())
-}
-
-/// Creates the stream and the consumer group unless they exist. From id 0:
-/// a group made after entries were added must still deliver them.
-async fn create_group(mut conn: ConnectionManager) -> Result<(), RedisError> {
-    let r: Result<(), RedisError> = ::redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(stream_key())
-        .arg(GROUP)
-        .arg("0")
-        .arg("MKSTREAM")
-        .query_async(&mut conn)
-        .await;
-    match r {
-        Err(e) if e.code() != Some("BUSYGROUP") => Err(e),
-        _ => Ok(()),
     }
 }

@@ -25,6 +25,12 @@ pub(super) fn result_key(id: &str) -> String {
 pub(super) fn gone_key(id: &str) -> String {
     format!("{PREFIX}:job:{id}:gone")
 }
+pub(super) fn epoch_key() -> String {
+    format!("{PREFIX}:epoch")
+}
+pub(super) fn epochs_key() -> String {
+    format!("{PREFIX}:epochs")
+}
 /// Bytes of inputs and results held, kept by every script that adds or
 /// drops one (and recounted now and then by [`RECOUNT`]).
 pub(super) fn bytes_key() -> String {
@@ -74,13 +80,23 @@ return total
 pub(super) const CLAIM: &str = r#"
 -- KEYS: 1 hash, 2 stream, 3 queued, 4 running, 5 failed, 6 input, 7 gone, 8 bytes
 -- ARGV: 1 group, 2 entry, 3 token, 4 instance, 5 now, 6 max crashes,
---       7 poison message, 8 keep ms, 9 tombstone ms, 10 id, 11 poison status, 12 poison code
+--       7 poison message, 8 keep ms, 9 tombstone ms, 10 id, 11 poison status, 12 poison code,
+--       13 '1' when this instance runs no such job now
 local st = redis.call('HGET', KEYS[1], 'status')
 if (not st) or st == 'done' or st == 'failed' then
   redis.call('XACK', KEYS[2], ARGV[1], ARGV[2])
   redis.call('XDEL', KEYS[2], ARGV[2])
   return {'skip'}
 end
+if st == 'running' and ARGV[13] == '1' and redis.call('HGET', KEYS[1], 'instance') == ARGV[4] then
+  -- This instance's own claim, whose answer never reached it: the same
+  -- attempt goes on under a new token, no crash counted.
+  redis.call('HSET', KEYS[1], 'token', ARGV[3], 'started_ms', ARGV[5], 'entry', ARGV[2])
+  redis.call('HINCRBY', KEYS[1], 'lost_replies', 1)
+  local r = redis.call('HMGET', KEYS[1], 'op', 'query', 'attempts', 'crashes')
+  return {'resume', r[1], r[2], tonumber(r[3] or '1'), tonumber(r[4] or '0'), redis.call('GET', KEYS[6])}
+end
+local previous = redis.call('HGET', KEYS[1], 'instance') or ''
 if st == 'running' then
   local crashes = redis.call('HINCRBY', KEYS[1], 'crashes', 1)
   if crashes >= tonumber(ARGV[6]) then
@@ -107,7 +123,26 @@ redis.call('ZREM', KEYS[3], ARGV[10])
 redis.call('ZADD', KEYS[4], ARGV[5], ARGV[10])
 local f = redis.call('HMGET', KEYS[1], 'op', 'query', 'crashes')
 local input = redis.call('GET', KEYS[6])
+if st == 'running' then
+  return {'takeover', f[1], f[2], attempts, tonumber(f[3] or '0'), input, previous}
+end
 return {'run', f[1], f[2], attempts, tonumber(f[3] or '0'), input}
+"#;
+
+/// The store's epoch: read it, or make one when the store has none (new,
+/// or its data was lost). `ARGV[2]`, the epoch this instance knew, goes to
+/// the set of past epochs, so its jobs' ids answer 410 `job_lost`.
+pub(super) const EPOCH: &str = r#"
+-- KEYS: 1 epoch, 2 epochs ; ARGV: 1 a new epoch, 2 the epoch this instance knew or ''
+local cur = redis.call('GET', KEYS[1])
+if ARGV[2] ~= '' then redis.call('SADD', KEYS[2], ARGV[2]) end
+if cur then
+  redis.call('SADD', KEYS[2], cur)
+  return {cur, 0}
+end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[1])
+return {ARGV[1], 1}
 "#;
 
 /// Keeps a running job's entry fresh (idle time 0) while the claim is ours.
@@ -242,6 +277,7 @@ return -1
 pub(super) const CONSUMER_FORGET: Duration = Duration::from_secs(600);
 
 pub(super) struct Scripts {
+    pub epoch: Script,
     pub submit: Script,
     pub recount: Script,
     pub claim: Script,
@@ -258,6 +294,7 @@ impl Scripts {
     /// `EVAL` when the server has not seen it (after a restart, say).
     pub(super) fn load() -> Scripts {
         Scripts {
+            epoch: Script::new(EPOCH),
             submit: Script::new(SUBMIT),
             recount: Script::new(RECOUNT),
             claim: Script::new(CLAIM),

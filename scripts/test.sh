@@ -14,9 +14,11 @@ fi
 # systemd-analyze (package systemd); redis-server for the shared job store
 # (tests/jobs_redis.rs starts its own); chattr (e2fsprogs) to make the job
 # database refuse writes at runtime; nasm so libjpeg-turbo is built with
-# its SIMD kernels, as in production (see scripts/serve.sh).
+# its SIMD kernels, as in production (see scripts/serve.sh); node and
+# openssl run the README's URL-signing examples (tests/edge.rs).
 source scripts/need.sh
-need systemd-socket-activate systemd redis-server redis-server chattr e2fsprogs nasm nasm
+need systemd-socket-activate systemd redis-server redis-server chattr e2fsprogs nasm nasm \
+    node nodejs openssl openssl
 # schemathesis (PyPI) fuzzes the HTTP API from /openapi.json (tests/api_schema.rs);
 # pip puts its `st` command in the interpreter's scripts folder.
 PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"

@@ -223,6 +223,36 @@ pub struct MasterArgs {
     #[arg(long, env = "PIXFORK_ALLOWED_CALLBACK_HOSTS", value_delimiter = ',')]
     pub allowed_callback_hosts: Vec<String>,
 
+    /// A PEM file of CA certificates trusted for `https://` sources and job
+    /// callbacks, besides the built-in Mozilla roots (private origins).
+    #[arg(long, env = "PIXFORK_SOURCE_CA")]
+    pub source_ca: Option<PathBuf>,
+
+    /// Key of signed URLs, as hex (at least 16 bytes): every image GET must
+    /// then end with `&sig=` (see the README).
+    #[arg(
+        long,
+        env = "PIXFORK_URL_SIGNING_KEY",
+        conflicts_with = "url_signing_key_file",
+        hide_env_values = true
+    )]
+    pub url_signing_key: Option<String>,
+
+    /// A file whose first line is the URL-signing key (hex).
+    #[arg(long, env = "PIXFORK_URL_SIGNING_KEY_FILE")]
+    pub url_signing_key_file: Option<PathBuf>,
+
+    /// A file of API keys, one a line (`#` comments): `POST /v1/...` and the
+    /// job routes then need `Authorization: Bearer KEY`.
+    #[arg(long, env = "PIXFORK_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
+
+    /// `Cache-Control` of successful image responses [default: `public,
+    /// max-age=31536000, immutable` for signed URLs, `public, max-age=3600`
+    /// otherwise].
+    #[arg(long, env = "PIXFORK_CACHE_CONTROL")]
+    pub cache_control: Option<String>,
+
     /// Longest time a URL source may take: resolving, connecting, redirects and body.
     #[arg(long, env = "PIXFORK_SOURCE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub source_timeout: Duration,

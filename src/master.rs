@@ -12,12 +12,14 @@ use tokio::time::Instant;
 
 use crate::budget::ByteBudget;
 use crate::config::MasterArgs;
+use crate::front::auth::{ApiKeys, Signer};
 use crate::front::{self, App, FrontConfig};
 use crate::jobs::{Jobs, JobsConfig};
 use crate::metrics::Metrics;
 use crate::net::SourceConfig;
 use crate::pool::{Pool, PoolConfig, SpawnError};
 use crate::systemd;
+use hyper::header::HeaderValue;
 
 /// Exit code when workers cannot boot (as gunicorn's worker boot error):
 /// restarting the service will not help, the installation must be fixed.
@@ -38,6 +40,10 @@ pub enum MasterError {
     Signals(std::io::Error),
     #[error("{0}")]
     Flags(String),
+    #[error(transparent)]
+    Tls(#[from] crate::net::TlsSetupError),
+    #[error(transparent)]
+    Auth(#[from] crate::front::auth::AuthSetupError),
 }
 
 /// `--worker-bin`, or `pixfork-worker` beside this executable.
@@ -129,6 +135,22 @@ pub async fn run(args: MasterArgs, listener: TcpListener) -> Result<(), MasterEr
             args.max_inflight_bytes, args.max_body
         )));
     }
+    let signer = match (&args.url_signing_key, &args.url_signing_key_file) {
+        (Some(hex), _) => Some(Signer::from_hex(hex)?),
+        (None, Some(path)) => Some(Signer::from_file(path)?),
+        (None, None) => None,
+    };
+    let api_keys = args
+        .api_key_file
+        .as_deref()
+        .map(ApiKeys::from_file)
+        .transpose()?;
+    let cache_control = args
+        .cache_control
+        .as_deref()
+        .map(HeaderValue::from_str)
+        .transpose()
+        .map_err(|_| MasterError::Flags("--cache-control must be a valid header value".into()))?;
     let shutdown = shutdown_signal().await?;
     let workers = args.worker_count();
     let metrics = Metrics::new();
@@ -156,6 +178,7 @@ pub async fn run(args: MasterArgs, listener: TcpListener) -> Result<(), MasterEr
         metrics.clone(),
     )
     .await?;
+    let tls = crate::net::client_config(args.source_ca.as_deref())?;
     let guard = |enabled: bool, hosts: &[String], max_redirects: u32| SourceConfig {
         enabled,
         allowed_hosts: hosts
@@ -168,6 +191,7 @@ pub async fn run(args: MasterArgs, listener: TcpListener) -> Result<(), MasterEr
         timeout: args.source_timeout,
         max_redirects,
         max_bytes: args.max_body,
+        tls: Some(tls.clone()),
     };
     let sources = guard(
         args.allow_url_source,
@@ -214,6 +238,9 @@ pub async fn run(args: MasterArgs, listener: TcpListener) -> Result<(), MasterEr
             body_timeout: args.body_timeout,
             sources,
             send_timeout: args.send_timeout,
+            signer,
+            api_keys,
+            cache_control,
         },
         jobs: jobs.clone(),
         metrics,

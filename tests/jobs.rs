@@ -620,7 +620,7 @@ fn callbacks_post_the_final_status_and_pass_the_address_guard() {
 
     // Refused before anything is stored, naming callback_url.
     for (q, why) in [
-        ("callback_url=https%3A%2F%2Fexample.com%2Fh", "https"),
+        ("callback_url=ftp%3A%2F%2Fexample.com%2Fh", "not http(s)"),
         ("callback_url=http%3A%2F%2F10.0.0.1%2Fh", "private"),
         (
             "callback_url=http%3A%2F%2Fu%3Ap%40example.com%2Fh",

@@ -140,7 +140,7 @@ fn off_by_default_and_private_addresses_refused() {
         (403, "source_forbidden"),
         "mapped IPv6"
     );
-    let r = s.get("/v1/resize?width=20&url=https%3A%2F%2Fexample.com%2Fa.png");
+    let r = s.get("/v1/resize?width=20&url=ftp%3A%2F%2Fexample.com%2Fa.png");
     assert_eq!(
         (r.status, r.json()["error"]["param"].clone()),
         (400, "url".into())

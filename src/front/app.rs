@@ -11,6 +11,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Response, StatusCode};
 use serde::Serialize;
 
+use super::auth::{ApiKeys, Signer};
 use super::error::ApiError;
 use crate::budget::ByteBudget;
 use crate::net::SourceConfig;
@@ -33,6 +34,12 @@ pub struct FrontConfig {
     pub body_timeout: Duration,
     /// URL sources (`GET /v1/{op}?url=`), off unless `--allow-url-source`.
     pub sources: SourceConfig,
+    /// `--url-signing-key`: image GETs must be signed.
+    pub signer: Option<Signer>,
+    /// `--api-key-file`: POSTs and job routes need a key.
+    pub api_keys: Option<ApiKeys>,
+    /// `--cache-control`: overrides the defaults of successful images.
+    pub cache_control: Option<HeaderValue>,
     /// How long a response may wait for the client to take more of it
     /// (between two successful writes, as nginx's `send_timeout`): a client
     /// that stops reading cannot hold its connection longer.

@@ -17,6 +17,9 @@ use crate::proto::WorkError;
 pub const ERROR_CODES: &[&str] = &[
     // parameters and routes
     "bad_parameter",
+    "bad_signature",
+    "expired_signature",
+    "unauthorized",
     "unknown_parameter",
     "unknown_op",
     "not_found",
@@ -44,6 +47,7 @@ pub const ERROR_CODES: &[&str] = &[
     "source_too_large",
     "source_failed",
     "source_timeout",
+    "source_tls",
     // background jobs
     "job_not_found",
     "job_expired",
@@ -94,6 +98,13 @@ pub enum ApiError {
     /// a bad `url`).
     #[error(transparent)]
     Source(#[from] FetchError),
+    /// No or a wrong signature (403), an expired one (403), no API key (401).
+    #[error("{message}")]
+    Auth {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
     /// Errors of the jobs API (409 not done, 410 expired, 503 store down...).
     /// `permanent`: a 503 that retrying will not cure (a damaged store), so
     /// no `Retry-After` invites it.
@@ -135,7 +146,7 @@ impl ApiError {
             ApiError::Work(w) => {
                 StatusCode::from_u16(w.kind.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
             }
-            ApiError::Job { status, .. } => *status,
+            ApiError::Job { status, .. } | ApiError::Auth { status, .. } => *status,
             ApiError::Source(f) => f.status(),
             ApiError::Pool(p) => match p {
                 PoolError::QueueFull | PoolError::QueueTimeout(_) | PoolError::ShuttingDown => {
@@ -161,7 +172,7 @@ impl ApiError {
             ApiError::BodyTimeout(_) => "body_timeout",
             ApiError::ServerBusy(_) => "server_busy",
             ApiError::Work(w) => w.kind.code(),
-            ApiError::Job { code, .. } => code,
+            ApiError::Job { code, .. } | ApiError::Auth { code, .. } => code,
             ApiError::Source(f) => f.code(),
             ApiError::Pool(p) => match p {
                 PoolError::QueueFull => "queue_full",
@@ -212,6 +223,17 @@ impl ApiError {
         if status == StatusCode::SERVICE_UNAVAILABLE && !permanent {
             headers.insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
         }
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        // An error is about this request only: no cache may keep it.
+        headers.insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-store"),
+        );
         if let ApiError::MethodNotAllowed { allow, .. } = &self {
             headers.insert(header::ALLOW, header::HeaderValue::from_static(allow));
         }

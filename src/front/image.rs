@@ -9,7 +9,9 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::app::{json, not_allowed, App, Resp, Trace};
+use super::auth;
 use super::body::{drain, drain_unless_waiting, read_body};
+use super::caching::{self, result_key, Source};
 use super::error::{self, ApiError};
 use crate::catalogue;
 use crate::net;
@@ -17,8 +19,10 @@ use crate::pool::{Done, Input};
 use crate::proto::Outcome;
 
 /// `POST /v1/{op}` and `POST /v1/pipeline` (image in the body), and with
-/// `--allow-url-source` also `GET` with `url=`: parse, get the image, run it
-/// on a worker, answer with the image (or the info JSON).
+/// `--allow-url-source` also `GET`/`HEAD` with `url=`: check who asks,
+/// parse, get the image, answer from the ETag when the client has this
+/// result already, else run it on a worker and answer with the image (or
+/// the info JSON).
 pub(super) async fn image_route(
     app: &App,
     req: Request<Incoming>,
@@ -27,12 +31,26 @@ pub(super) async fn image_route(
     trace: &mut Trace,
 ) -> Result<Resp, ApiError> {
     let sources = &app.cfg.sources;
-    let from_url = req.method() == Method::GET && sources.enabled;
-    if req.method() != Method::POST && !from_url {
-        let allow = if sources.enabled { "GET, POST" } else { "POST" };
-        return Err(not_allowed(req.method(), allow));
+    let method = req.method().clone();
+    let from_url = (method == Method::GET || method == Method::HEAD) && sources.enabled;
+    if method != Method::POST && !from_url {
+        let allow = if sources.enabled {
+            "GET, HEAD, POST"
+        } else {
+            "POST"
+        };
+        return Err(not_allowed(&method, allow));
     }
-    let parsed = catalogue::parse_request(op_name, req.uri().query(), app.cfg.limits)
+    // Who may ask: a signed GET (with a signing key), else an API key (when
+    // keys are set). Decided on the raw target, before anything is read.
+    let (query, signed) = match authorize(app, &req, from_url) {
+        Ok(v) => v,
+        Err(e) => {
+            drain_unless_waiting(req).await;
+            return Err(e);
+        }
+    };
+    let parsed = catalogue::parse_request(op_name, query.as_deref(), app.cfg.limits)
         .map_err(ApiError::from)
         .and_then(|p| match (&p.url, from_url) {
             (Some(_), false) if !sources.enabled => Err(error::bad(
@@ -43,7 +61,7 @@ pub(super) async fn image_route(
                 "url",
                 "url= goes with GET; a POST sends the image as its body",
             )),
-            (None, true) => Err(error::bad("url", "a GET needs url=http://...")),
+            (None, true) => Err(error::bad("url", "a GET needs url=http(s)://...")),
             _ if p.callback_url.is_some() => Err(catalogue::callback_not_here().into()),
             _ => Ok(p),
         });
@@ -68,12 +86,50 @@ pub(super) async fn image_route(
         }
         return Err(full.into());
     }
+    let conditional = req.headers().clone();
     let mut hold = app.budget.hold();
-    let body = match &parsed.url {
-        Some(url) => net::fetch(sources, url, &mut hold).await?,
-        None => read_body(req, app.cfg.max_body, app.cfg.body_timeout, &mut hold).await?,
+    let (body, key, last_modified) = match &parsed.url {
+        Some(url) => {
+            let f = net::fetch(sources, url, &mut hold).await?;
+            let source = match (&f.etag, &f.last_modified) {
+                (None, None) => Source::Bytes(&f.bytes),
+                (etag, last_modified) => Source::Url {
+                    url,
+                    etag: etag.as_deref(),
+                    last_modified: last_modified.as_deref(),
+                },
+            };
+            let key = result_key(&source, &task);
+            (f.bytes, key, f.last_modified)
+        }
+        None => {
+            let body = read_body(req, app.cfg.max_body, app.cfg.body_timeout, &mut hold).await?;
+            let key = hashed_key(&body, &task).await;
+            (body, key, None)
+        }
     };
     trace.bytes_in = body.len() as u64;
+    let cache_control = caching::cache_control(app.cfg.cache_control.as_ref(), signed);
+    let finish = |resp: &mut Resp| {
+        let h = resp.headers_mut();
+        h.insert(header::ETAG, caching::etag(&key));
+        h.insert(header::CACHE_CONTROL, cache_control.clone());
+        if let Some(v) = last_modified
+            .as_deref()
+            .and_then(|v| HeaderValue::from_str(v).ok())
+        {
+            h.insert(header::LAST_MODIFIED, v);
+        }
+        if parsed.auto_format {
+            h.insert(header::VARY, HeaderValue::from_static("Accept"));
+        }
+    };
+    if method != Method::POST && caching::not_modified(&conditional, &key) {
+        let mut resp = Response::new(Full::new(Bytes::new()));
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        finish(&mut resp);
+        return Ok(resp);
+    }
     if body.is_empty() && !is_test_only(&task) {
         return Err(ApiError::EmptyBody);
     }
@@ -86,11 +142,49 @@ pub(super) async fn image_route(
     let done = app.pool.run(id, task, input).await?;
     trace.done = Some((done.slot, done.pid));
     let mut resp = into_response(done)?;
-    if parsed.auto_format {
-        resp.headers_mut()
-            .insert(header::VARY, HeaderValue::from_static("Accept"));
-    }
+    finish(&mut resp);
     Ok(resp)
+}
+
+/// The result key of a body: hashed on a blocking thread when it is large,
+/// so a 32 MiB upload does not hold up the event loop for its hash.
+async fn hashed_key(body: &Bytes, task: &crate::proto::Task) -> String {
+    if body.len() < 1 << 20 {
+        return result_key(&Source::Bytes(body), task);
+    }
+    let (b, t) = (body.clone(), task.clone());
+    match tokio::task::spawn_blocking(move || result_key(&Source::Bytes(&b), &t)).await {
+        Ok(key) => key,
+        // The blocking pool is shutting down: hash here rather than answer
+        // without a key.
+        Err(_) => result_key(&Source::Bytes(body), task),
+    }
+}
+
+/// Checks the signature (`GET` with a signing key) or the API key (when
+/// keys are set). Returns the query to parse (a signed one without `sig`
+/// and `expires`) and whether the request was signed.
+fn authorize(
+    app: &App,
+    req: &Request<Incoming>,
+    from_url: bool,
+) -> Result<(Option<String>, bool), ApiError> {
+    let raw_query = req.uri().query().map(str::to_string);
+    if from_url {
+        if let Some(signer) = &app.cfg.signer {
+            let target = req
+                .uri()
+                .path_and_query()
+                .map_or_else(|| req.uri().path().to_string(), |p| p.as_str().to_string());
+            return Ok((Some(signer.verify(&target)?), true));
+        }
+    }
+    if let Some(keys) = &app.cfg.api_keys {
+        if !keys.allows(req.headers()) {
+            return Err(auth::unauthorized());
+        }
+    }
+    Ok((raw_query, false))
 }
 
 /// Whether `Accept` names `image/webp` with a non-zero quality. Wildcards do

@@ -40,6 +40,12 @@ pub(super) async fn route(
     request_id: &str,
 ) -> Result<Resp, ApiError> {
     let jobs = &app.jobs;
+    if let Some(keys) = &app.cfg.api_keys {
+        if !keys.allows(req.headers()) {
+            super::body::drain_unless_waiting(req).await;
+            return Err(super::auth::unauthorized());
+        }
+    }
     let path = req.uri().path().to_string();
     let rest = path
         .strip_prefix("/v1/jobs")

@@ -9,7 +9,9 @@
 //! - [`error`]: [`ApiError`](error::ApiError): every failure with its
 //!   status and stable code.
 //! - `app`: the shared [`App`] and the response helpers.
+//! - [`auth`]: signed URLs and API keys.
 //! - `body`: request bodies under a cap and a deadline.
+//! - `caching`: ETags, `304 Not Modified`, `Cache-Control`.
 //! - `image`: the image routes (`/v1/{op}`, `/v1/pipeline`).
 //! - `jobs`: the `/v1/jobs` routes over the job system.
 //! - `status`: `/readyz` and `/metrics`.
@@ -19,7 +21,9 @@
 //! - `server`: accepting connections and draining them on shutdown.
 
 mod app;
+pub mod auth;
 mod body;
+mod caching;
 pub mod error;
 mod image;
 mod jobs;

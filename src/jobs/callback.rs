@@ -55,7 +55,7 @@ fn classify(result: Result<StatusCode, FetchError>) -> Attempt {
             Attempt::Retry(e.to_string())
         }
         Err(e @ FetchError::Forbidden(_)) => Attempt::GiveUp("refused", e.to_string()),
-        Err(e @ (FetchError::BadUrl(_) | FetchError::TooLarge { .. })) => {
+        Err(e @ (FetchError::BadUrl(_) | FetchError::TooLarge { .. } | FetchError::Tls(_))) => {
             Attempt::GiveUp("failed", e.to_string())
         }
     }

@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 
 use super::error::FetchError;
 use super::guard::{address_allowed, host_allowed, SourceConfig};
+use super::tls;
 use crate::budget::Hold;
 
 /// A checked target: where to connect and what to ask for.
@@ -20,23 +21,35 @@ struct Target {
     port: u16,
     host_header: String,
     path: String,
+    /// `https://`: TLS to the host, its certificate checked for `host`.
+    tls: bool,
+}
+
+/// A fetched source: its bytes and the validators its origin sent, which
+/// name this version of it (for ETags of results made from it).
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub bytes: Bytes,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
 }
 
 /// Parses and checks one URL (the first one or a redirect's).
 fn target_of(cfg: &SourceConfig, uri: &Uri) -> Result<Target, FetchError> {
-    match uri.scheme_str() {
-        Some("http") => {}
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") if cfg.tls.is_some() => true,
         Some("https") => {
             return Err(FetchError::BadUrl(
-                "https sources are not supported (no TLS client is built in); use http://".into(),
+                "https is not set up on this server; use http://".into(),
             ))
         }
         _ => {
             return Err(FetchError::BadUrl(format!(
-                "url must be an absolute http:// address, got {uri}"
+                "url must be an absolute http:// or https:// address, got {uri}"
             )))
         }
-    }
+    };
     let authority = uri
         .authority()
         .ok_or_else(|| FetchError::BadUrl("url has no host".into()))?;
@@ -60,7 +73,8 @@ fn target_of(cfg: &SourceConfig, uri: &Uri) -> Result<Target, FetchError> {
         )));
     }
     Ok(Target {
-        port: authority.port_u16().unwrap_or(80),
+        port: authority.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+        tls,
         host_header: authority.as_str().to_string(),
         path: uri
             .path_and_query()
@@ -91,15 +105,23 @@ async fn resolve(cfg: &SourceConfig, target: &Target) -> Result<SocketAddr, Fetc
     })
 }
 
-/// The next URL of a redirect: absolute, or relative to `base`.
+/// The next URL of a redirect: absolute, or relative to `base`. A redirect
+/// from `https` to plain `http` is refused: it would hand the rest of the
+/// exchange to anyone on the path.
 fn redirect_target(base: &Uri, location: &str) -> Result<Uri, FetchError> {
     let bad = || {
         FetchError::Failed(format!(
             "the source redirected to an invalid address {location:?}"
         ))
     };
+    let secure = base.scheme_str() == Some("https");
     if let Ok(uri) = location.parse::<Uri>() {
         if uri.scheme().is_some() {
+            if secure && uri.scheme_str() != Some("https") {
+                return Err(FetchError::Failed(format!(
+                    "the source redirected from https to {uri}; refused"
+                )));
+            }
             return Ok(uri);
         }
     }
@@ -110,7 +132,8 @@ fn redirect_target(base: &Uri, location: &str) -> Result<Uri, FetchError> {
         let dir = base.path().rsplit_once('/').map_or("", |(d, _)| d);
         format!("{dir}/{location}")
     };
-    format!("http://{authority}{path}")
+    let scheme = if secure { "https" } else { "http" };
+    format!("{scheme}://{authority}{path}")
         .parse()
         .map_err(|_| bad())
 }
@@ -118,6 +141,7 @@ fn redirect_target(base: &Uri, location: &str) -> Result<Uri, FetchError> {
 /// One request over a fresh connection to the checked address: a GET for
 /// an image (`body` `None`), or a JSON POST for a job callback.
 async fn send_once(
+    cfg: &SourceConfig,
     addr: SocketAddr,
     target: &Target,
     body: Option<Bytes>,
@@ -126,16 +150,16 @@ async fn send_once(
         .await
         .map_err(|e| FetchError::Failed(format!("cannot connect to {}: {e}", target.host)))?;
     let _ = stream.set_nodelay(true);
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| {
-            FetchError::Failed(format!("HTTP handshake with {} failed: {e}", target.host))
-        })?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!("outgoing connection ended: {e}");
+    let mut sender = match (&cfg.tls, target.tls) {
+        (Some(tls), true) => {
+            handshake(
+                TokioIo::new(tls::connect(tls, &target.host, stream).await?),
+                target,
+            )
+            .await?
         }
-    });
+        _ => handshake(TokioIo::new(stream), target).await?,
+    };
     let host = HeaderValue::from_str(&target.host_header)
         .map_err(|_| FetchError::BadUrl("url has an invalid host".into()))?;
     let builder = Request::builder()
@@ -160,6 +184,28 @@ async fn send_once(
         .send_request(req)
         .await
         .map_err(|e| FetchError::Failed(format!("request to {} failed: {e}", target.host)))
+}
+
+/// The HTTP/1.1 handshake over an open connection (plain or TLS); the
+/// connection is driven by a task of its own until the exchange ends.
+async fn handshake<T>(
+    io: T,
+    target: &Target,
+) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, FetchError>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| {
+            FetchError::Failed(format!("HTTP handshake with {} failed: {e}", target.host))
+        })?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("outgoing connection ended: {e}");
+        }
+    });
+    Ok(sender)
 }
 
 /// Reads a response body, refusing it as soon as it passes `limit`. With a
@@ -210,7 +256,7 @@ async fn read_capped(
 
 /// Fetches `url` under every rule of the module docs; the body's bytes are
 /// taken from `hold`'s budget as they arrive.
-pub async fn fetch(cfg: &SourceConfig, url: &str, hold: &mut Hold) -> Result<Bytes, FetchError> {
+pub async fn fetch(cfg: &SourceConfig, url: &str, hold: &mut Hold) -> Result<Fetched, FetchError> {
     if !cfg.enabled {
         return Err(FetchError::Forbidden(
             "URL sources are off on this server (start it with --allow-url-source)".into(),
@@ -260,7 +306,7 @@ pub async fn post_json(
     let send = async {
         let target = target_of(cfg, &uri)?;
         let addr = resolve(cfg, &target).await?;
-        let resp = send_once(addr, &target, Some(json)).await?;
+        let resp = send_once(cfg, addr, &target, Some(json)).await?;
         let status = resp.status();
         // Read the answer (bounded) so the exchange ends cleanly; what it
         // says does not matter.
@@ -273,12 +319,12 @@ pub async fn post_json(
     }
 }
 
-async fn follow(cfg: &SourceConfig, mut uri: Uri, hold: &mut Hold) -> Result<Bytes, FetchError> {
+async fn follow(cfg: &SourceConfig, mut uri: Uri, hold: &mut Hold) -> Result<Fetched, FetchError> {
     let mut redirects = 0u32;
     loop {
         let target = target_of(cfg, &uri)?;
         let addr = resolve(cfg, &target).await?;
-        let resp = send_once(addr, &target, None).await?;
+        let resp = send_once(cfg, addr, &target, None).await?;
         let status = resp.status();
         if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
             let location = resp
@@ -301,7 +347,20 @@ async fn follow(cfg: &SourceConfig, mut uri: Uri, hold: &mut Hold) -> Result<Byt
         if !status.is_success() {
             return Err(FetchError::Failed(format!("the source answered {status}")));
         }
-        return read_capped(resp, cfg.max_bytes, Some(hold)).await;
+        let header = |name| {
+            resp.headers()
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let etag = header(header::ETAG);
+        let last_modified = header(header::LAST_MODIFIED);
+        let bytes = read_capped(resp, cfg.max_bytes, Some(hold)).await?;
+        return Ok(Fetched {
+            bytes,
+            etag,
+            last_modified,
+        });
     }
 }
 
@@ -313,6 +372,7 @@ mod tests {
     fn urls_are_checked() {
         let cfg = SourceConfig::default();
         let t = |u: &str| target_of(&cfg, &u.parse::<Uri>().expect("uri"));
+        // https needs the TLS settings (the master always builds them).
         assert!(matches!(
             t("https://example.com/a.jpg"),
             Err(FetchError::BadUrl(_))

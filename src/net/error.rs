@@ -21,6 +21,10 @@ pub enum FetchError {
     /// Could not connect, bad status, too many redirects...: 502.
     #[error("{0}")]
     Failed(String),
+    /// The TLS handshake failed (an untrusted or mismatched certificate, an
+    /// old protocol): 502 `source_tls`.
+    #[error("{0}")]
+    Tls(String),
     /// Past `--source-timeout`: 504.
     #[error("the source did not answer within {0:?}")]
     Timeout(Duration),
@@ -35,7 +39,7 @@ impl FetchError {
             FetchError::BadUrl(_) => StatusCode::BAD_REQUEST,
             FetchError::Forbidden(_) => StatusCode::FORBIDDEN,
             FetchError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            FetchError::Failed(_) => StatusCode::BAD_GATEWAY,
+            FetchError::Failed(_) | FetchError::Tls(_) => StatusCode::BAD_GATEWAY,
             FetchError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             FetchError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -47,6 +51,7 @@ impl FetchError {
             FetchError::Forbidden(_) => "source_forbidden",
             FetchError::TooLarge { .. } => "source_too_large",
             FetchError::Failed(_) => "source_failed",
+            FetchError::Tls(_) => "source_tls",
             FetchError::Timeout(_) => "source_timeout",
             FetchError::Busy(_) => "server_busy",
         }

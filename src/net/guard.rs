@@ -23,6 +23,9 @@ pub struct SourceConfig {
     pub max_redirects: u32,
     /// The byte cap (`--max-body`).
     pub max_bytes: u64,
+    /// TLS settings for `https://` (the built-in roots plus `--source-ca`);
+    /// `None` refuses https.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Default for SourceConfig {
@@ -35,6 +38,7 @@ impl Default for SourceConfig {
             timeout: Duration::from_secs(10),
             max_redirects: 3,
             max_bytes: 32 << 20,
+            tls: None,
         }
     }
 }

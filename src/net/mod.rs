@@ -5,8 +5,9 @@
 //! Both make the service a client into whatever network it sits in (SSRF),
 //! so every hop is guarded:
 //!
-//! - off unless `--allow-url-source`; `http://` only (no TLS stack is
-//!   compiled in); no credentials in the URL;
+//! - off unless `--allow-url-source`; `http://` or `https://` (rustls, the
+//!   Mozilla roots plus `--source-ca`; see `tls`); no credentials in the
+//!   URL; a redirect from https to http is refused;
 //! - the host must match `--allowed-source-hosts` when that list is set;
 //! - the name is resolved once per hop and every address is checked with
 //!   [`forbidden_reason`] (loopback, private, link-local, CGNAT, multicast,
@@ -35,7 +36,9 @@
 mod client;
 mod error;
 mod guard;
+mod tls;
 
-pub use client::{check_callback_url, fetch, post_json};
+pub use client::{check_callback_url, fetch, post_json, Fetched};
 pub use error::FetchError;
 pub use guard::{forbidden_reason, Network, SourceConfig};
+pub use tls::{client_config, TlsSetupError};

@@ -160,6 +160,15 @@ pub struct MasterArgs {
     #[arg(long, alias = "graceful-timeout", env = "PIXFORK_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
+    /// Folder of the result cache [default: `cache` under --state-dir].
+    #[arg(long, env = "PIXFORK_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Most bytes the result cache keeps on disk (least recently used
+    /// entries go first); 0 turns it off.
+    #[arg(long, env = "PIXFORK_CACHE_SIZE", default_value = "1GiB", value_parser = parse_size)]
+    pub cache_size: u64,
+
     /// Folder of the embedded job store (SQLite) [the systemd unit uses its StateDirectory].
     #[arg(long, env = "PIXFORK_STATE_DIR", default_value = "pixfork-state")]
     pub state_dir: PathBuf,

@@ -19,6 +19,8 @@
 //!   limits, JSON errors.
 //! - [`jobs`]: durable background jobs: the SQLite and Redis stores, the
 //!   runner, callbacks. No HTTP routing.
+//! - [`cache`]: finished results on disk, keyed like their ETags, with
+//!   single flight for concurrent identical misses.
 //! - [`catalogue`]: every op and its parameters in one table, and the
 //!   parser that reads it (query string to [`proto::Task`]).
 //! - [`net`]: outbound HTTP to client-chosen addresses: the SSRF guard, URL
@@ -34,6 +36,7 @@
 //! - [`proto`]: the wire types and framing; the only place bincode appears.
 
 pub mod budget;
+pub mod cache;
 pub mod catalogue;
 pub mod config;
 pub mod engine;

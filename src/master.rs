@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::budget::ByteBudget;
+use crate::cache::{CacheConfig, ResultCache};
 use crate::config::MasterArgs;
 use crate::front::auth::{ApiKeys, Signer};
 use crate::front::{self, App, FrontConfig};
@@ -42,6 +43,8 @@ pub enum MasterError {
     Flags(String),
     #[error(transparent)]
     Tls(#[from] crate::net::TlsSetupError),
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
     #[error(transparent)]
     Auth(#[from] crate::front::auth::AuthSetupError),
 }
@@ -154,6 +157,17 @@ pub async fn run(args: MasterArgs, listener: TcpListener) -> Result<(), MasterEr
     let shutdown = shutdown_signal().await?;
     let workers = args.worker_count();
     let metrics = Metrics::new();
+    let cache = ResultCache::open(
+        CacheConfig {
+            dir: args
+                .cache_dir
+                .clone()
+                .unwrap_or_else(|| args.state_dir.join("cache")),
+            max_bytes: args.cache_size,
+        },
+        metrics.clone(),
+    )
+    .await?;
     let pool = Pool::start(
         PoolConfig {
             worker_bin: worker_bin(&args)?,
@@ -243,6 +257,7 @@ pub async fn run(args: MasterArgs, listener: TcpListener) -> Result<(), MasterEr
             cache_control,
         },
         jobs: jobs.clone(),
+        cache,
         metrics,
         budget: ByteBudget::new(args.max_inflight_bytes),
         draining: AtomicBool::new(false),

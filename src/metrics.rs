@@ -116,6 +116,17 @@ pub struct Metrics {
     /// Job callbacks by how they ended: `delivered`, `failed` (after every
     /// retry), `refused` (the address guard said no).
     pub job_callbacks: Family<ResultLabels, Counter>,
+    /// Result cache lookups that found an intact entry (no worker ran).
+    pub cache_hits: Counter,
+    /// Result cache lookups that found nothing usable.
+    pub cache_misses: Counter,
+    /// Entries removed to stay under `--cache-size`.
+    pub cache_evictions: Counter,
+    /// Entries found damaged on read (dropped and recomputed).
+    pub cache_corrupt: Counter,
+    /// Bytes and entries the result cache holds on disk.
+    pub cache_bytes: Gauge,
+    pub cache_entries: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -150,6 +161,12 @@ impl Metrics {
         let job_lost_replies = Counter::default();
         let jobs_oldest_queued_age = Gauge::<f64, AtomicU64>::default();
         let job_callbacks = Family::<ResultLabels, Counter>::default();
+        let cache_hits = Counter::default();
+        let cache_misses = Counter::default();
+        let cache_evictions = Counter::default();
+        let cache_corrupt = Counter::default();
+        let cache_bytes = Gauge::default();
+        let cache_entries = Gauge::default();
         let build = Family::<VersionLabels, Gauge>::default();
         build
             .get_or_create(&VersionLabels {
@@ -249,6 +266,36 @@ impl Metrics {
             "Job callbacks by result (delivered, failed, refused)",
             job_callbacks.clone(),
         );
+        registry.register(
+            "cache_hits",
+            "Requests answered from the result cache",
+            cache_hits.clone(),
+        );
+        registry.register(
+            "cache_misses",
+            "Result cache lookups that found nothing usable",
+            cache_misses.clone(),
+        );
+        registry.register(
+            "cache_evictions",
+            "Result cache entries removed to stay under --cache-size",
+            cache_evictions.clone(),
+        );
+        registry.register(
+            "cache_corrupt",
+            "Result cache entries found damaged and dropped",
+            cache_corrupt.clone(),
+        );
+        registry.register(
+            "cache_bytes",
+            "Bytes the result cache holds on disk",
+            cache_bytes.clone(),
+        );
+        registry.register(
+            "cache_entries",
+            "Entries the result cache holds",
+            cache_entries.clone(),
+        );
         registry.register("build_info", "Build version", build);
         Arc::new(Metrics {
             registry,
@@ -272,6 +319,12 @@ impl Metrics {
             job_lost_replies,
             jobs_oldest_queued_age,
             job_callbacks,
+            cache_hits,
+            cache_misses,
+            cache_evictions,
+            cache_corrupt,
+            cache_bytes,
+            cache_entries,
         })
     }
 

@@ -1,6 +1,6 @@
 //! pixfork behind a CDN: HTTPS origins (a real TLS server with a
 //! certificate made by this test), signed URLs, API keys, ETags and 304s,
-//! Cache-Control.
+//! Cache-Control, the result cache.
 
 mod common;
 
@@ -36,9 +36,15 @@ fn answer(stream: &mut (impl Read + Write), png: &[u8]) {
             to.replace("%3A", ":")
         );
     } else {
+        // Under /fresh/ the origin gives its answer a lifetime.
+        let lifetime = if path.starts_with("/fresh/") {
+            "Cache-Control: public, max-age=600\r\n"
+        } else {
+            ""
+        };
         let _ = write!(
             stream,
-            "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {}\r\nETag: \"v1\"\r\nLast-Modified: Wed, 02 Dec 2026 06:00:00 GMT\r\nConnection: close\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {}\r\nETag: \"v1\"\r\nLast-Modified: Wed, 02 Dec 2026 06:00:00 GMT\r\n{lifetime}Connection: close\r\n\r\n",
             png.len()
         );
         let _ = stream.write_all(png);
@@ -426,4 +432,292 @@ fn the_readme_signing_examples_sign_as_the_server_checks() {
     let signed = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert_eq!(s.get(&signed).status, 200, "{signed}");
     assert!(s.stop().success());
+}
+
+/// The `cache` stage of `Server-Timing`: `hit`, `miss`, or "" without one.
+fn cache_of(r: &common::Resp) -> &str {
+    let timing = r.header("server-timing").unwrap_or("");
+    timing
+        .split(',')
+        .find_map(|part| part.trim().strip_prefix("cache;desc="))
+        .unwrap_or("")
+}
+
+/// Requests the workers have run, summed over the slots.
+fn served(s: &Server) -> u64 {
+    s.readyz()["slots"]
+        .as_array()
+        .map(|a| a.iter().map(|x| x["requests"].as_u64().unwrap_or(0)).sum())
+        .unwrap_or(0)
+}
+
+/// Waits until the cache holds `n` entries (they are written in the
+/// background, after the response).
+fn wait_entries(s: &Server, n: f64) {
+    common::wait_for(
+        &format!("{n} cache entries"),
+        std::time::Duration::from_secs(10),
+        || (s.metric("pixfork_cache_entries") == Some(n)).then_some(()),
+    );
+}
+
+fn cache_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for sub in std::fs::read_dir(dir.join("cache"))
+        .expect("cache dir")
+        .flatten()
+    {
+        if sub.file_name().len() == 2 {
+            for f in std::fs::read_dir(sub.path()).expect("sub").flatten() {
+                out.push(f.path());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_result_cache_serves_repeats_without_a_worker_across_restarts() {
+    let dir = temp_dir();
+    let state = dir.display().to_string();
+    let (origin, hits) = http_origin();
+    let flags = [
+        "--state-dir",
+        state.as_str(),
+        "--cache-size",
+        "64MiB",
+        "--allow-url-source",
+        "--allowed-private-networks",
+        "127.0.0.1/32",
+    ];
+    let s = Server::start(&flags);
+    let img = corpus_file(CAT);
+    let first = s.post("/v1/resize?width=40", &img);
+    assert_eq!(first.status, 200);
+    assert_eq!(cache_of(&first), "miss");
+    wait_entries(&s, 1.0);
+    let before = served(&s);
+    let again = s.post("/v1/resize?width=40", &img);
+    assert_eq!(again.status, 200);
+    assert_eq!(cache_of(&again), "hit");
+    assert_eq!(again.body, first.body, "the same bytes");
+    assert_eq!(again.header("etag"), first.header("etag"));
+    assert_eq!(again.header("content-type"), Some("image/jpeg"));
+    assert_eq!(again.header("x-image-width"), Some("40"));
+    assert_eq!(served(&s), before, "a hit touches no worker");
+    // Another op is another entry.
+    let other = s.post("/v1/resize?width=41", &img);
+    assert_eq!(cache_of(&other), "miss");
+    wait_entries(&s, 2.0);
+
+    // By URL: the source is fetched (its origin gave no lifetime), the
+    // op runs once.
+    let path = format!(
+        "/v1/resize?width=30&url={}",
+        enc(&format!("http://{origin}/a.png"))
+    );
+    let miss = s.get(&path);
+    assert_eq!(miss.status, 200);
+    wait_entries(&s, 3.0);
+    let before = served(&s);
+    let hit = s.get(&path);
+    assert_eq!(cache_of(&hit), "hit");
+    assert_eq!(hit.body, miss.body);
+    assert_eq!(served(&s), before);
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        2,
+        "fetched each time: no lifetime"
+    );
+
+    // An origin that gives a lifetime is not asked again within it: a hit
+    // and a 304 cost no fetch.
+    let fresh = format!(
+        "/v1/resize?width=30&url={}",
+        enc(&format!("http://{origin}/fresh/a.png"))
+    );
+    let miss = s.get(&fresh);
+    assert_eq!(miss.status, 200);
+    wait_entries(&s, 4.0);
+    let fetched = hits.load(Ordering::SeqCst);
+    let hit = s.get(&fresh);
+    assert_eq!(cache_of(&hit), "hit");
+    let etag = hit.header("etag").expect("etag").to_string();
+    let r = common::agent()
+        .get(&s.url(&fresh))
+        .header("If-None-Match", &etag)
+        .call()
+        .expect("conditional");
+    assert_eq!(r.status().as_u16(), 304);
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        fetched,
+        "no fetch within the lifetime"
+    );
+    assert_eq!(s.metric("pixfork_cache_hits_total"), Some(3.0));
+    assert_eq!(s.metric("pixfork_cache_misses_total"), Some(4.0));
+    let bytes = s.metric("pixfork_cache_bytes").expect("bytes");
+    assert!(bytes > 0.0);
+    assert!(s.stop().success());
+    assert_eq!(cache_files(&dir).len(), 4);
+
+    // After a restart the entries are still there.
+    let s = Server::start(&flags);
+    assert_eq!(s.metric("pixfork_cache_entries"), Some(4.0));
+    assert_eq!(s.metric("pixfork_cache_bytes"), Some(bytes));
+    let before = served(&s);
+    let r = s.post("/v1/resize?width=40", &img);
+    assert_eq!(cache_of(&r), "hit");
+    assert_eq!(r.body, first.body);
+    assert_eq!(served(&s), before);
+    assert!(s.stop().success());
+
+    // --cache-size 0: off, every request runs.
+    let s = Server::start(&["--state-dir", state.as_str(), "--cache-size", "0"]);
+    let r = s.post("/v1/resize?width=40", &img);
+    assert_eq!(cache_of(&r), "", "no cache stage");
+    assert_eq!(served(&s), 1);
+    s.post("/v1/resize?width=40", &img);
+    assert_eq!(served(&s), 2);
+    assert!(s.stop().success());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_damaged_entry_is_dropped_and_recomputed_never_served() {
+    let dir = temp_dir();
+    let state = dir.display().to_string();
+    let flags = ["--state-dir", state.as_str(), "--cache-size", "64MiB"];
+    let s = Server::start(&flags);
+    let img = corpus_file(CAT);
+    let first = s.post("/v1/resize?width=40&format=png", &img);
+    assert_eq!(first.status, 200);
+    wait_entries(&s, 1.0);
+    let files = cache_files(&dir);
+    assert_eq!(files.len(), 1);
+    // One flipped bit in the middle of the stored image.
+    let mut bytes = std::fs::read(&files[0]).expect("entry");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    std::fs::write(&files[0], &bytes).expect("damage");
+    let before = served(&s);
+    let r = s.post("/v1/resize?width=40&format=png", &img);
+    assert_eq!(r.status, 200);
+    assert_eq!(cache_of(&r), "miss");
+    assert_eq!(r.body, first.body, "recomputed, not the damaged bytes");
+    assert_eq!(served(&s), before + 1);
+    assert_eq!(s.metric("pixfork_cache_corrupt_total"), Some(1.0));
+    // Written again whole.
+    wait_entries(&s, 1.0);
+    let r = s.post("/v1/resize?width=40&format=png", &img);
+    assert_eq!(cache_of(&r), "hit");
+    assert_eq!(r.body, first.body);
+
+    // A file cut short while the server is down: found at the next read.
+    assert!(s.stop().success());
+    let files = cache_files(&dir);
+    let bytes = std::fs::read(&files[0]).expect("entry");
+    std::fs::write(&files[0], &bytes[..bytes.len() / 3]).expect("truncate");
+    let s = Server::start(&flags);
+    let r = s.post("/v1/resize?width=40&format=png", &img);
+    assert_eq!(cache_of(&r), "miss");
+    assert_eq!(r.body, first.body);
+    assert!(s.stop().success());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn the_cache_keeps_to_its_size_evicting_the_least_recently_used() {
+    let dir = temp_dir();
+    let state = dir.display().to_string();
+    let img = corpus_file(CAT);
+    // Learn an entry's size with a big cache first.
+    let size = {
+        let s = Server::start(&["--state-dir", state.as_str(), "--cache-size", "64MiB"]);
+        s.post("/v1/resize?width=100&format=png", &img);
+        wait_entries(&s, 1.0);
+        let n = s.metric("pixfork_cache_bytes").expect("bytes");
+        assert!(s.stop().success());
+        std::fs::remove_dir_all(dir.join("cache")).expect("clear");
+        n as u64
+    };
+    // Room for three such entries (widths 100..103 are about the same size).
+    let cap = (size * 35 / 10).to_string();
+    let s = Server::start(&["--state-dir", state.as_str(), "--cache-size", cap.as_str()]);
+    let run = |w: u32| s.post(&format!("/v1/resize?width={w}&format=png"), &img);
+    let timing = |r: &common::Resp| cache_of(r).to_string();
+    for (n, w) in [(1.0, 100), (2.0, 101), (3.0, 102)] {
+        run(w);
+        wait_entries(&s, n);
+    }
+    // Use 100 again, so 101 is the least recently used when 103 comes.
+    assert_eq!(timing(&run(100)), "hit");
+    run(103);
+    common::wait_for("an eviction", std::time::Duration::from_secs(10), || {
+        (s.metric("pixfork_cache_evictions_total") == Some(1.0)).then_some(())
+    });
+    assert_eq!(s.metric("pixfork_cache_entries"), Some(3.0));
+    assert!(s.metric("pixfork_cache_bytes").expect("bytes") <= cap.parse::<f64>().expect("cap"));
+    assert_eq!(timing(&run(100)), "hit");
+    assert_eq!(timing(&run(102)), "hit");
+    assert_eq!(timing(&run(103)), "hit");
+    assert_eq!(timing(&run(101)), "miss", "101 was evicted");
+    assert_eq!(cache_files(&dir).len(), 3, "evicted files are removed");
+    assert!(s.stop().success());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn concurrent_identical_misses_run_the_op_once() {
+    let dir = temp_dir();
+    let state = dir.display().to_string();
+    let s = Server::start(&[
+        "--state-dir",
+        state.as_str(),
+        "--cache-size",
+        "64MiB",
+        "--workers",
+        "1",
+    ]);
+    // A slow op (a strong blur of a 13 MP photo: about a second), so all
+    // the requests arrive while the first one runs.
+    let img = Arc::new(corpus_file(
+        "valid/jpeg/photo_dragonfly_4224x3168_13mp_progressive.jpg",
+    ));
+    let url = s.url("/v1/blur?sigma=40&format=png");
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            let (img, url) = (img.clone(), url.clone());
+            std::thread::spawn(move || {
+                let r = common::agent().post(&url).send(&img[..]).expect("post");
+                let timing = r
+                    .headers()
+                    .get("server-timing")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                let mut body = Vec::new();
+                r.into_body()
+                    .into_reader()
+                    .read_to_end(&mut body)
+                    .expect("body");
+                (timing, body)
+            })
+        })
+        .collect();
+    let answers: Vec<_> = clients
+        .into_iter()
+        .map(|c| c.join().expect("client"))
+        .collect();
+    assert_eq!(served(&s), 1, "one run for six identical requests");
+    let misses = answers
+        .iter()
+        .filter(|(t, _)| t.contains("cache;desc=miss"))
+        .count();
+    assert_eq!(misses, 1);
+    assert!(answers
+        .iter()
+        .all(|(_, b)| *b == answers[0].1 && !b.is_empty()));
+    assert!(s.stop().success());
+    let _ = std::fs::remove_dir_all(dir);
 }

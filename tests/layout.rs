@@ -14,7 +14,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "master",
         &[
-            "budget", "config", "front", "jobs", "metrics", "net", "pool", "systemd",
+            "budget", "cache", "config", "front", "jobs", "metrics", "net", "pool", "systemd",
         ],
     ),
     ("config", &["net", "proto", "worker"]),
@@ -22,6 +22,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "front",
         &[
             "budget",
+            "cache",
             "catalogue",
             "jobs",
             "metrics",
@@ -35,6 +36,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("net", &["budget"]),
     ("pool", &["budget", "metrics", "proto"]),
     ("budget", &[]),
+    ("cache", &["metrics"]),
     ("systemd", &["pool"]),
     ("worker", &["engine", "proto", "sandbox"]),
     ("engine", &["proto"]),

@@ -52,6 +52,8 @@ pub struct App {
     pub cfg: FrontConfig,
     /// Background jobs (`/v1/jobs/...`).
     pub jobs: crate::jobs::Jobs,
+    /// Finished results kept on disk (`--cache-dir`, `--cache-size`).
+    pub cache: crate::cache::ResultCache,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Request bodies and URL sources held at once (`--max-inflight-bytes`).
     pub budget: ByteBudget,

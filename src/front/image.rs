@@ -2,17 +2,20 @@
 //! sources their `GET ?url=` twins. Parse, get the bytes, run them on a
 //! worker, answer with the image (or the info JSON).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::app::{json, not_allowed, App, Resp, Trace};
+use super::app::{not_allowed, App, Resp, Trace};
 use super::auth;
 use super::body::{drain, drain_unless_waiting, read_body};
 use super::caching::{self, result_key, Source};
 use super::error::{self, ApiError};
+use crate::cache::{self, Entry, Flight};
 use crate::catalogue;
 use crate::net;
 use crate::pool::{Done, Input};
@@ -78,6 +81,35 @@ pub(super) async fn image_route(
     if parsed.auto_format && accepts_webp(req.headers()) {
         task.output.format = Some(crate::proto::OutputFormat::Webp);
     }
+    let cacheable = app.cache.enabled() && !task.ops.iter().any(|op| op.is_test());
+    let known = |key: String, last_modified: Option<String>| Known {
+        key,
+        last_modified,
+        cache_control: caching::cache_control(app.cfg.cache_control.as_ref(), signed),
+        vary: parsed.auto_format,
+    };
+    // A URL source whose version its origin said is still fresh: the
+    // result's name is known without fetching, so a revalidation or a cache
+    // hit costs no trip to the origin (nor a queue place).
+    if let Some(url) = &parsed.url {
+        if let Some(v) = app.cache.fresh_source(url) {
+            let key = result_key(
+                &Source::Url {
+                    url,
+                    etag: v.etag.as_deref(),
+                    last_modified: v.last_modified.as_deref(),
+                },
+                &task,
+            );
+            let k = known(key, v.last_modified);
+            if let Some(resp) = k
+                .answer_without_work(app, &method, req.headers(), cacheable)
+                .await
+            {
+                return Ok(resp);
+            }
+        }
+    }
     // Admission before the bytes: a full queue answers 503 now, without
     // reading the body or fetching the source first.
     if let Err(full) = app.pool.has_room() {
@@ -88,50 +120,54 @@ pub(super) async fn image_route(
     }
     let conditional = req.headers().clone();
     let mut hold = app.budget.hold();
-    let (body, key, last_modified) = match &parsed.url {
+    let (body, k) = match &parsed.url {
         Some(url) => {
             let f = net::fetch(sources, url, &mut hold).await?;
             let source = match (&f.etag, &f.last_modified) {
                 (None, None) => Source::Bytes(&f.bytes),
-                (etag, last_modified) => Source::Url {
-                    url,
-                    etag: etag.as_deref(),
-                    last_modified: last_modified.as_deref(),
-                },
+                (etag, last_modified) => {
+                    app.cache
+                        .remember_source(url, etag, last_modified, f.fresh_for);
+                    Source::Url {
+                        url,
+                        etag: etag.as_deref(),
+                        last_modified: last_modified.as_deref(),
+                    }
+                }
             };
             let key = result_key(&source, &task);
-            (f.bytes, key, f.last_modified)
+            (f.bytes, known(key, f.last_modified))
         }
         None => {
             let body = read_body(req, app.cfg.max_body, app.cfg.body_timeout, &mut hold).await?;
             let key = hashed_key(&body, &task).await;
-            (body, key, None)
+            (body, known(key, None))
         }
     };
     trace.bytes_in = body.len() as u64;
-    let cache_control = caching::cache_control(app.cfg.cache_control.as_ref(), signed);
-    let finish = |resp: &mut Resp| {
-        let h = resp.headers_mut();
-        h.insert(header::ETAG, caching::etag(&key));
-        h.insert(header::CACHE_CONTROL, cache_control.clone());
-        if let Some(v) = last_modified
-            .as_deref()
-            .and_then(|v| HeaderValue::from_str(v).ok())
-        {
-            h.insert(header::LAST_MODIFIED, v);
-        }
-        if parsed.auto_format {
-            h.insert(header::VARY, HeaderValue::from_static("Accept"));
-        }
-    };
-    if method != Method::POST && caching::not_modified(&conditional, &key) {
-        let mut resp = Response::new(Full::new(Bytes::new()));
-        *resp.status_mut() = StatusCode::NOT_MODIFIED;
-        finish(&mut resp);
+    if let Some(resp) = k
+        .answer_without_work(app, &method, &conditional, cacheable)
+        .await
+    {
         return Ok(resp);
     }
     if body.is_empty() && !is_test_only(&task) {
         return Err(ApiError::EmptyBody);
+    }
+    // A miss that another request is computing right now waits for that
+    // one's result instead of running the op again.
+    let mut leader = None;
+    match cacheable.then(|| app.cache.join(&k.key)).flatten() {
+        Some(Flight::Waiter(rx)) => {
+            if let Some(entry) = cache::wait(rx).await {
+                return Ok(k.hit(app, &entry));
+            }
+        }
+        Some(Flight::Leader(l)) => leader = Some(l),
+        None => {}
+    }
+    if cacheable {
+        app.metrics.cache_misses.inc();
     }
     // The hold travels with the bytes: the budget is given back when the
     // pool is done with them, or at once if this client goes away.
@@ -141,9 +177,82 @@ pub(super) async fn image_route(
     };
     let done = app.pool.run(id, task, input).await?;
     trace.done = Some((done.slot, done.pid));
-    let mut resp = into_response(done)?;
-    finish(&mut resp);
+    let (entry, timing) = into_entry(done)?;
+    let mut resp = entry_response(&entry);
+    let cache_desc = if cacheable { ", cache;desc=miss" } else { "" };
+    if let Ok(v) = HeaderValue::from_str(&format!("{timing}{cache_desc}")) {
+        resp.headers_mut().insert("server-timing", v);
+    }
+    k.finish(&mut resp);
+    if cacheable {
+        let entry = Arc::new(entry);
+        if let Some(l) = leader {
+            l.done(entry.clone());
+        }
+        app.cache.put(k.key, entry);
+    }
     Ok(resp)
+}
+
+/// A result whose name is known: what its caching headers say.
+struct Known {
+    key: String,
+    last_modified: Option<String>,
+    cache_control: HeaderValue,
+    /// `format=auto` chose the format: `Vary: Accept`.
+    vary: bool,
+}
+
+impl Known {
+    /// The caching headers of every answer about this result.
+    fn finish(&self, resp: &mut Resp) {
+        let h = resp.headers_mut();
+        h.insert(header::ETAG, caching::etag(&self.key));
+        h.insert(header::CACHE_CONTROL, self.cache_control.clone());
+        if let Some(v) = self
+            .last_modified
+            .as_deref()
+            .and_then(|v| HeaderValue::from_str(v).ok())
+        {
+            h.insert(header::LAST_MODIFIED, v);
+        }
+        if self.vary {
+            h.insert(header::VARY, HeaderValue::from_static("Accept"));
+        }
+    }
+
+    /// `304` for a GET or HEAD that has this result already, or the
+    /// result from the cache: answers that run nothing.
+    async fn answer_without_work(
+        &self,
+        app: &App,
+        method: &Method,
+        headers: &HeaderMap,
+        cacheable: bool,
+    ) -> Option<Resp> {
+        if method != Method::POST && caching::not_modified(headers, &self.key) {
+            let mut resp = Response::new(Full::new(Bytes::new()));
+            *resp.status_mut() = StatusCode::NOT_MODIFIED;
+            self.finish(&mut resp);
+            return Some(resp);
+        }
+        if cacheable {
+            if let Some(entry) = app.cache.get(&self.key).await {
+                return Some(self.hit(app, &entry));
+            }
+        }
+        None
+    }
+
+    /// A response from the cache (or from a concurrent identical request).
+    fn hit(&self, app: &App, entry: &Entry) -> Resp {
+        app.metrics.cache_hits.inc();
+        let mut resp = entry_response(entry);
+        resp.headers_mut()
+            .insert("server-timing", HeaderValue::from_static("cache;desc=hit"));
+        self.finish(&mut resp);
+        resp
+    }
 }
 
 /// The result key of a body: hashed on a blocking thread when it is large,
@@ -216,7 +325,9 @@ fn is_test_only(task: &crate::proto::Task) -> bool {
     task.ops.iter().all(|op| op.is_test())
 }
 
-fn into_response(done: Done) -> Result<Resp, ApiError> {
+/// The result of a finished request as a cache entry, with its
+/// `Server-Timing` stages.
+fn into_entry(done: Done) -> Result<(Entry, String), ApiError> {
     let t = done.timing;
     let timing = format!(
         "queue;dur={:.3}, decode;dur={:.3}, ops;dur={:.3}, encode;dur={:.3}, worker;dur={:.3}",
@@ -226,24 +337,40 @@ fn into_response(done: Done) -> Result<Resp, ApiError> {
         t.encode_us as f64 / 1000.0,
         done.worker.as_secs_f64() * 1000.0,
     );
-    let mut resp = match done.outcome {
-        Outcome::Image(meta) => {
-            let mut resp = Response::new(Full::new(Bytes::from(done.payload)));
-            let h = resp.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(meta.format.mime()),
-            );
-            h.insert("x-image-width", HeaderValue::from(meta.width));
-            h.insert("x-image-height", HeaderValue::from(meta.height));
-            h.insert("x-image-frames", HeaderValue::from(meta.frames));
-            resp
-        }
-        Outcome::Info(info) => json(StatusCode::OK, &info),
+    let entry = match done.outcome {
+        Outcome::Image(meta) => Entry {
+            content_type: meta.format.mime().to_string(),
+            headers: vec![
+                ("x-image-width".into(), meta.width.to_string()),
+                ("x-image-height".into(), meta.height.to_string()),
+                ("x-image-frames".into(), meta.frames.to_string()),
+            ],
+            body: Bytes::from(done.payload),
+        },
+        Outcome::Info(info) => Entry {
+            content_type: "application/json".into(),
+            headers: Vec::new(),
+            body: Bytes::from(serde_json::to_vec(&info).unwrap_or_default()),
+        },
         Outcome::Error(e) => return Err(ApiError::Work(e)),
     };
-    if let Ok(v) = HeaderValue::from_str(&timing) {
-        resp.headers_mut().insert("server-timing", v);
+    Ok((entry, timing))
+}
+
+/// A 200 carrying `entry`.
+fn entry_response(entry: &Entry) -> Resp {
+    let mut resp = Response::new(Full::new(entry.body.clone()));
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&entry.content_type) {
+        h.insert(header::CONTENT_TYPE, v);
     }
-    Ok(resp)
+    for (name, value) in &entry.headers {
+        if let (Ok(n), Ok(v)) = (
+            header::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            h.insert(n, v);
+        }
+    }
+    resp
 }

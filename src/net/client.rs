@@ -32,6 +32,34 @@ pub struct Fetched {
     pub bytes: Bytes,
     pub etag: Option<String>,
     pub last_modified: Option<String>,
+    /// How long the origin says this version stays current
+    /// (`Cache-Control: s-maxage` or `max-age`); `None` when it says
+    /// nothing, or `no-cache`, `no-store` or `private`.
+    pub fresh_for: Option<std::time::Duration>,
+}
+
+/// The lifetime an origin gives its answer in `Cache-Control`.
+fn freshness(headers: &hyper::HeaderMap) -> Option<std::time::Duration> {
+    let mut max_age = None;
+    let mut s_maxage = None;
+    for value in headers.get_all(header::CACHE_CONTROL) {
+        for directive in value.to_str().ok()?.split(',') {
+            let directive = directive.trim().to_ascii_lowercase();
+            let (name, arg) = directive
+                .split_once('=')
+                .map_or((directive.as_str(), None), |(n, a)| {
+                    (n.trim(), Some(a.trim()))
+                });
+            let seconds = || arg.and_then(|a| a.trim_matches('"').parse::<u64>().ok());
+            match name {
+                "no-cache" | "no-store" | "private" => return None,
+                "max-age" => max_age = seconds(),
+                "s-maxage" => s_maxage = seconds(),
+                _ => {}
+            }
+        }
+    }
+    s_maxage.or(max_age).map(std::time::Duration::from_secs)
 }
 
 /// Parses and checks one URL (the first one or a redirect's).
@@ -355,11 +383,13 @@ async fn follow(cfg: &SourceConfig, mut uri: Uri, hold: &mut Hold) -> Result<Fet
         };
         let etag = header(header::ETAG);
         let last_modified = header(header::LAST_MODIFIED);
+        let fresh_for = freshness(resp.headers());
         let bytes = read_capped(resp, cfg.max_bytes, Some(hold)).await?;
         return Ok(Fetched {
             bytes,
             etag,
             last_modified,
+            fresh_for,
         });
     }
 }
@@ -405,5 +435,26 @@ mod tests {
                 .to_string(),
             "http://other/z"
         );
+    }
+
+    #[test]
+    fn origin_lifetimes_are_read_from_cache_control() {
+        let h = |v: &str| {
+            let mut m = hyper::HeaderMap::new();
+            m.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_str(v).expect("value"),
+            );
+            freshness(&m)
+        };
+        let secs = |n| Some(std::time::Duration::from_secs(n));
+        assert_eq!(h("public, max-age=600"), secs(600));
+        assert_eq!(h("max-age=600, s-maxage=60"), secs(60));
+        assert_eq!(h("Max-Age=\"30\""), secs(30));
+        assert_eq!(h("max-age=600, no-cache"), None);
+        assert_eq!(h("private, max-age=600"), None);
+        assert_eq!(h("no-store"), None);
+        assert_eq!(h("max-age=soon"), None);
+        assert_eq!(freshness(&hyper::HeaderMap::new()), None);
     }
 }

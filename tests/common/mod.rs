@@ -201,6 +201,11 @@ impl Server {
         if let Some(dir) = &state_arg {
             args.extend(["--state-dir", dir.as_str()]);
         }
+        // Most tests count what workers run for repeated identical
+        // requests: the result cache is off unless a test turns it on.
+        if !extra.contains(&"--cache-size") && !extra.contains(&"--cache-dir") {
+            args.extend(["--cache-size", "0"]);
+        }
         args.extend_from_slice(extra);
         let program = prefix.first().copied().unwrap_or(BIN);
         let mut child = Command::new(program)

@@ -160,6 +160,15 @@ pub struct MasterArgs {
     #[arg(long, alias = "graceful-timeout", env = "PIXFORK_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
+    /// A named pipeline, `NAME=OPS` in the grammar of `/v1/pipeline?ops=`
+    /// (repeatable): `/v1/preset/NAME` runs it.
+    #[arg(long = "preset", value_name = "NAME=OPS")]
+    pub presets: Vec<String>,
+
+    /// A file of presets, one `NAME=OPS` a line (`#` comments).
+    #[arg(long, env = "PIXFORK_PRESET_FILE")]
+    pub preset_file: Option<PathBuf>,
+
     /// Folder of the result cache [default: `cache` under --state-dir].
     #[arg(long, env = "PIXFORK_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,

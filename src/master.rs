@@ -46,6 +46,8 @@ pub enum MasterError {
     #[error(transparent)]
     Cache(#[from] crate::cache::CacheError),
     #[error(transparent)]
+    Preset(#[from] crate::catalogue::PresetError),
+    #[error(transparent)]
     Auth(#[from] crate::front::auth::AuthSetupError),
 }
 
@@ -148,6 +150,13 @@ pub async fn run(args: MasterArgs, listener: TcpListener) -> Result<(), MasterEr
         .as_deref()
         .map(ApiKeys::from_file)
         .transpose()?;
+    let mut presets = crate::catalogue::Presets::default();
+    for def in &args.presets {
+        presets.add(def)?;
+    }
+    if let Some(path) = &args.preset_file {
+        presets.add_file(path)?;
+    }
     let cache_control = args
         .cache_control
         .as_deref()
@@ -255,6 +264,7 @@ pub async fn run(args: MasterArgs, listener: TcpListener) -> Result<(), MasterEr
             signer,
             api_keys,
             cache_control,
+            presets: Arc::new(presets),
         },
         jobs: jobs.clone(),
         cache,

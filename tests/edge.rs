@@ -662,7 +662,16 @@ fn the_cache_keeps_to_its_size_evicting_the_least_recently_used() {
     assert_eq!(timing(&run(102)), "hit");
     assert_eq!(timing(&run(103)), "hit");
     assert_eq!(timing(&run(101)), "miss", "101 was evicted");
-    assert_eq!(cache_files(&dir).len(), 3, "evicted files are removed");
+    // 101 is kept again and pushes out the least recently used; the
+    // files of evicted entries are removed (in the background).
+    common::wait_for(
+        "three entry files",
+        std::time::Duration::from_secs(10),
+        || {
+            (s.metric("pixfork_cache_evictions_total") == Some(2.0) && cache_files(&dir).len() == 3)
+                .then_some(())
+        },
+    );
     assert!(s.stop().success());
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -719,5 +728,108 @@ fn concurrent_identical_misses_run_the_op_once() {
         .iter()
         .all(|(_, b)| *b == answers[0].1 && !b.is_empty()));
     assert!(s.stop().success());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn presets_and_dpr() {
+    let dir = temp_dir();
+    let file = dir.join("presets");
+    std::fs::write(
+        &file,
+        "# the site's avatars\navatar = thumbnail(width=40),grayscale\n\n",
+    )
+    .expect("preset file");
+    let file_arg = file.display().to_string();
+    let s = Server::start(&[
+        "--preset",
+        "small=resize(width=50),flop",
+        "--preset-file",
+        file_arg.as_str(),
+    ]);
+    let img = corpus_file(CAT); // 320 x 240
+    let dims = |r: &common::Resp| {
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let d = decode_dims(&r.body);
+        (d.0, d.1)
+    };
+    assert_eq!(dims(&s.post("/v1/preset/small", &img)), (50, 38));
+    assert_eq!(dims(&s.post("/v1/preset/avatar", &img)), (40, 40));
+    // The query adds output settings and dpr, nothing else.
+    let r = s.post("/v1/preset/small?format=png&dpr=2", &img);
+    assert_eq!(dims(&r), (100, 75));
+    assert_eq!(r.header("content-type"), Some("image/png"));
+    let r = s.post("/v1/preset/small?width=10", &img);
+    assert_eq!(
+        (r.status, r.error_code().as_str()),
+        (400, "unknown_parameter")
+    );
+    let r = s.post("/v1/preset/nosuch", &img);
+    assert_eq!((r.status, r.error_code().as_str()), (404, "unknown_op"));
+    let list = s.get("/v1/presets").json();
+    assert_eq!(
+        list["presets"],
+        serde_json::json!([
+            {"name": "avatar", "ops": "thumbnail(width=40),grayscale"},
+            {"name": "small", "ops": "resize(width=50),flop"},
+        ])
+    );
+    let doc = s.get("/openapi.json").json();
+    assert!(doc["paths"]["/v1/preset/{name}"]["post"].is_object());
+
+    // dpr multiplies resize and thumbnail sizes, in single ops and
+    // pipelines, and never enlarges past the source unless asked.
+    assert_eq!(
+        dims(&s.post("/v1/resize?width=100&dpr=2", &img)),
+        (200, 150)
+    );
+    assert_eq!(
+        dims(&s.post("/v1/resize?width=100&dpr=1.5", &img)),
+        (150, 113)
+    );
+    assert_eq!(
+        dims(&s.post("/v1/resize?width=200&dpr=2", &img)),
+        (320, 240)
+    );
+    assert_eq!(
+        dims(&s.post("/v1/resize?width=200&dpr=2&enlarge=true", &img)),
+        (400, 300)
+    );
+    assert_eq!(
+        dims(&s.post("/v1/thumbnail?width=50&dpr=3", &img)),
+        (150, 150)
+    );
+    assert_eq!(
+        dims(&s.post("/v1/pipeline?ops=resize(width%3D60),flip&dpr=2", &img)),
+        (120, 90)
+    );
+    for bad in ["0.5", "6", "two"] {
+        let r = s.post(&format!("/v1/resize?width=100&dpr={bad}"), &img);
+        assert_eq!(
+            (r.status, r.json()["error"]["param"].as_str()),
+            (400, Some("dpr")),
+            "{bad}"
+        );
+    }
+    let r = s.post("/v1/resize?width=60000&dpr=2&enlarge=true", &img);
+    assert_eq!(
+        (r.status, r.json()["error"]["param"].as_str()),
+        (400, Some("dpr"))
+    );
+    assert!(s.stop().success());
+
+    // A preset that does not parse stops the start, naming it.
+    let out = std::process::Command::new(common::BIN)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--preset",
+            "broken=resize(width=0)",
+        ])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("preset broken"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }

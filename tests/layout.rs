@@ -14,7 +14,16 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "master",
         &[
-            "budget", "cache", "config", "front", "jobs", "metrics", "net", "pool", "systemd",
+            "budget",
+            "cache",
+            "catalogue",
+            "config",
+            "front",
+            "jobs",
+            "metrics",
+            "net",
+            "pool",
+            "systemd",
         ],
     ),
     ("config", &["net", "proto", "worker"]),

@@ -21,21 +21,24 @@
 //!   this file (and the engine).
 //! - `parse`: query string to [`Task`](crate::proto::Task), pipelines and
 //!   the job form.
+//! - `presets`: the operator's named pipelines ([`Presets`]).
 //! - `listing`: the table as the JSON of `GET /v1/ops`.
 
 mod error;
 mod listing;
 mod ops;
 mod parse;
+mod presets;
 mod spec;
 
 pub use error::{bad, ParamError};
 pub use listing::ops_listing;
 pub use ops::{find_op, public_ops, OPS, OUTPUT_PARAMS};
 pub use parse::{
-    callback_not_here, parse_job, parse_pipeline, parse_request, parse_task, Parsed,
+    callback_not_here, parse_job, parse_pipeline, parse_preset, parse_request, parse_task, Parsed,
     CALLBACK_PARAM, MAX_PIPELINE_OPS, PIPELINE,
 };
+pub use presets::{PresetError, Presets};
 pub use spec::{
     describe_param, parse_color, Kind, OpSpec, ParamSpec, Values, COLOR_NAMES, COLOR_PATTERN,
 };

@@ -108,7 +108,52 @@ pub const OUTPUT_PARAMS: &[ParamSpec] = &[
         Some("true"),
         "apply the EXIF orientation first; false keeps the stored pixels",
     ),
+    p(
+        "dpr",
+        Kind::Float {
+            min: 1.0,
+            max: 5.0,
+            exclusive_min: false,
+            exclusive_max: false,
+        },
+        false,
+        Some("1"),
+        "device pixel ratio: multiplies width and height of resize and thumbnail \
+         (still never larger than the source unless enlarge)",
+    ),
 ];
+
+/// Multiplies the sizes of every resize and thumbnail in `ops` by `dpr`
+/// (rounded), refusing a side past the largest a request may ask for.
+pub(super) fn apply_dpr(ops: &mut [Op], dpr: f32) -> Result<(), ParamError> {
+    if dpr == 1.0 {
+        return Ok(());
+    }
+    let scale = |side: u32| -> Result<u32, ParamError> {
+        let scaled = (f64::from(side) * f64::from(dpr)).round();
+        if scaled > MAX_SIDE as f64 {
+            return Err(bad(
+                "dpr",
+                format!("{side} x dpr {dpr} = {scaled} pixels; at most {MAX_SIDE}"),
+            ));
+        }
+        Ok(scaled as u32)
+    };
+    for op in ops {
+        match op {
+            Op::Resize { width, height, .. } => {
+                *width = width.map(scale).transpose()?;
+                *height = height.map(scale).transpose()?;
+            }
+            Op::Thumbnail { width, height, .. } => {
+                *width = scale(*width)?;
+                *height = scale(*height)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
 
 fn fit_of(word: Option<&str>) -> Fit {
     match word {

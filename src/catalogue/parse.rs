@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 
 use super::error::{bad, ParamError};
-use super::ops::{find_op, output_spec, OUTPUT_PARAMS};
+use super::ops::{apply_dpr, find_op, output_spec, OUTPUT_PARAMS};
 use super::spec::{parse_value, OpSpec, ParamSpec, Values};
 use crate::proto::{Limits, Op, Task};
 
@@ -44,6 +44,15 @@ pub struct Parsed {
     pub callback_url: Option<String>,
 }
 
+/// What a request runs, known from its path before its query is read.
+enum Route<'a> {
+    Op(&'static OpSpec),
+    /// `/v1/pipeline`: the ops come in `ops=`.
+    Pipeline,
+    /// `/v1/preset/NAME`: the operator's pipeline.
+    Preset(&'a [Op]),
+}
+
 /// Parses `/v1/{op}?{query}` (or `/v1/pipeline?ops=...`) into a task
 /// carrying `limits`. `url` is only extracted here; whether URL sources are
 /// allowed is the front's decision.
@@ -52,11 +61,29 @@ pub fn parse_request(
     query: Option<&str>,
     limits: Limits,
 ) -> Result<Parsed, ParamError> {
-    let pipeline = op_name == PIPELINE;
-    let spec = if pipeline {
-        None
+    let route = if op_name == PIPELINE {
+        Route::Pipeline
     } else {
-        Some(find_op(op_name).ok_or_else(|| ParamError::UnknownOp(op_name.to_string()))?)
+        Route::Op(find_op(op_name).ok_or_else(|| ParamError::UnknownOp(op_name.to_string()))?)
+    };
+    parse_route(route, query, limits)
+}
+
+/// Parses the query of `/v1/preset/NAME`, whose ops are the preset's: the
+/// query may add the output parameters, `dpr` and `url`.
+pub fn parse_preset(ops: &[Op], query: Option<&str>, limits: Limits) -> Result<Parsed, ParamError> {
+    parse_route(Route::Preset(ops), query, limits)
+}
+
+fn parse_route(
+    route: Route<'_>,
+    query: Option<&str>,
+    limits: Limits,
+) -> Result<Parsed, ParamError> {
+    let pipeline = matches!(route, Route::Pipeline);
+    let spec = match route {
+        Route::Op(spec) => Some(spec),
+        _ => None,
     };
     let op_params: &[ParamSpec] = spec.map_or(&[], |s| s.params);
     let mut values = HashMap::new();
@@ -90,9 +117,9 @@ pub fn parse_request(
         }
     }
     let values = Values(values);
-    let ops = match spec {
-        Some(spec) => vec![build(spec, values_for(spec, &values)?, None)?],
-        None => {
+    let mut ops = match route {
+        Route::Op(spec) => vec![build(spec, values_for(spec, &values)?, None)?],
+        Route::Pipeline => {
             let raw = ops_raw.ok_or_else(|| {
                 bad(
                     "ops",
@@ -101,7 +128,11 @@ pub fn parse_request(
             })?;
             parse_pipeline(&raw)?
         }
+        Route::Preset(ops) => ops.to_vec(),
     };
+    if let Some(dpr) = values.f32("dpr") {
+        apply_dpr(&mut ops, dpr)?;
+    }
     let (output, auto_format) = output_spec(&values);
     Ok(Parsed {
         task: Task {

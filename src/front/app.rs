@@ -40,6 +40,8 @@ pub struct FrontConfig {
     pub api_keys: Option<ApiKeys>,
     /// `--cache-control`: overrides the defaults of successful images.
     pub cache_control: Option<HeaderValue>,
+    /// `--preset`, `--preset-file`: `/v1/preset/NAME`.
+    pub presets: Arc<crate::catalogue::Presets>,
     /// How long a response may wait for the client to take more of it
     /// (between two successful writes, as nginx's `send_timeout`): a client
     /// that stops reading cannot hold its connection longer.

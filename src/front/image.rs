@@ -21,7 +21,11 @@ use crate::net;
 use crate::pool::{Done, Input};
 use crate::proto::Outcome;
 
-/// `POST /v1/{op}` and `POST /v1/pipeline` (image in the body), and with
+/// Where presets live: `/v1/preset/NAME`.
+pub(super) const PRESET_PREFIX: &str = "preset/";
+
+/// `POST /v1/{op}`, `POST /v1/pipeline` and `POST /v1/preset/NAME` (image
+/// in the body), and with
 /// `--allow-url-source` also `GET`/`HEAD` with `url=`: check who asks,
 /// parse, get the image, answer from the ETag when the client has this
 /// result already, else run it on a worker and answer with the image (or
@@ -53,21 +57,29 @@ pub(super) async fn image_route(
             return Err(e);
         }
     };
-    let parsed = catalogue::parse_request(op_name, query.as_deref(), app.cfg.limits)
-        .map_err(ApiError::from)
-        .and_then(|p| match (&p.url, from_url) {
-            (Some(_), false) if !sources.enabled => Err(error::bad(
-                "url",
-                "url= is not accepted: URL sources are off on this server (see --allow-url-source)",
-            )),
-            (Some(_), false) => Err(error::bad(
-                "url",
-                "url= goes with GET; a POST sends the image as its body",
-            )),
-            (None, true) => Err(error::bad("url", "a GET needs url=http(s)://...")),
-            _ if p.callback_url.is_some() => Err(catalogue::callback_not_here().into()),
-            _ => Ok(p),
-        });
+    let parsed = match op_name.strip_prefix(PRESET_PREFIX) {
+        Some(name) => match app.cfg.presets.get(name) {
+            Some(ops) => catalogue::parse_preset(ops, query.as_deref(), app.cfg.limits),
+            None => Err(catalogue::ParamError::UnknownOp(format!(
+                "preset/{name} (no such preset; GET /v1/presets lists them)"
+            ))),
+        },
+        None => catalogue::parse_request(op_name, query.as_deref(), app.cfg.limits),
+    }
+    .map_err(ApiError::from)
+    .and_then(|p| match (&p.url, from_url) {
+        (Some(_), false) if !sources.enabled => Err(error::bad(
+            "url",
+            "url= is not accepted: URL sources are off on this server (see --allow-url-source)",
+        )),
+        (Some(_), false) => Err(error::bad(
+            "url",
+            "url= goes with GET; a POST sends the image as its body",
+        )),
+        (None, true) => Err(error::bad("url", "a GET needs url=http(s)://...")),
+        _ if p.callback_url.is_some() => Err(catalogue::callback_not_here().into()),
+        _ => Ok(p),
+    });
     let parsed = match parsed {
         Ok(p) => p,
         Err(e) => {

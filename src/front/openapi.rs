@@ -73,7 +73,7 @@ fn error_responses(codes: &[&str]) -> Map<String, Json> {
 
 /// Errors any image route can answer (parameters, body, limits, pool).
 const IMAGE_ERRORS: &[&str] = &[
-    "400", "403", "404", "413", "415", "422", "500", "502", "503", "504",
+    "400", "401", "403", "404", "408", "413", "415", "422", "500", "502", "503", "504",
 ];
 
 fn image_body() -> Json {
@@ -108,7 +108,7 @@ fn url_param() -> Json {
         "name": "url",
         "in": "query",
         "required": true,
-        "description": "http:// address of the image (only with --allow-url-source; private addresses refused unless allowed)",
+        "description": "http:// or https:// address of the image (only with --allow-url-source; private addresses refused unless allowed)",
         "schema": {"type": "string", "format": "uri"},
     })
 }
@@ -242,6 +242,33 @@ pub fn document(url_sources: bool) -> Json {
             pipeline_params,
             false,
             url_sources,
+        ),
+    );
+    let mut preset_params = vec![json!({
+        "name": "name",
+        "in": "path",
+        "required": true,
+        "description": "a preset the server was started with (--preset, --preset-file); GET /v1/presets lists them",
+        "schema": {"type": "string", "pattern": "^[a-z0-9_-]{1,64}$"},
+    })];
+    preset_params.extend(output.iter().cloned());
+    paths.insert(
+        "/v1/preset/{name}".into(),
+        image_route(
+            "preset",
+            "run a named pipeline of this server",
+            preset_params,
+            false,
+            url_sources,
+        ),
+    );
+    paths.insert(
+        "/v1/presets".into(),
+        simple_get(
+            "list_presets",
+            "the presets of this server: name and ops",
+            "application/json",
+            json!({"type": "object"}),
         ),
     );
 

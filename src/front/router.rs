@@ -12,7 +12,7 @@ use hyper::{Method, Request, StatusCode};
 use super::app::{json, not_allowed, App, Resp, Trace};
 use super::body::drain;
 use super::error::ApiError;
-use super::image::image_route;
+use super::image::{image_route, PRESET_PREFIX};
 use super::{jobs, openapi, status};
 use crate::catalogue;
 
@@ -111,6 +111,22 @@ async fn route(
             trace.op = Some("jobs");
             jobs::route(app, req, id).await
         }
+        "/v1/presets" => {
+            trace.op = Some("presets");
+            if req.method() != Method::GET && req.method() != Method::HEAD {
+                return Err(not_allowed(req.method(), "GET"));
+            }
+            let presets: Vec<_> = app
+                .cfg
+                .presets
+                .list()
+                .map(|(name, ops)| serde_json::json!({ "name": name, "ops": ops }))
+                .collect();
+            Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({ "presets": presets }),
+            ))
+        }
         "/v1/ops" => {
             trace.op = Some("ops");
             if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -134,6 +150,8 @@ async fn route(
             };
             let label = if op_name == catalogue::PIPELINE {
                 Some(catalogue::PIPELINE)
+            } else if op_name.starts_with(PRESET_PREFIX) {
+                Some("preset")
             } else {
                 catalogue::find_op(op_name).map(|spec| spec.name)
             };

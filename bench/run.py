@@ -148,11 +148,15 @@ def to_ms(value):
     return {"us": v / 1000.0, "ms": v, "s": v * 1000.0}[m.group(2)]
 
 
-def wrk(addr, path, body, conns, seconds):
-    env = dict(os.environ, BENCH_BODY=body)
+def wrk(addr, path, body, conns, seconds, headers=()):
+    """wrk against http://addr/path: a POST of the file `body`, or a GET
+    when `body` is None; `headers` are extra "Name: value" strings."""
+    env = dict(os.environ, BENCH_BODY=body or "")
+    script = ["-s", POST_LUA] if body else []
+    extra = [a for h in headers for a in ("-H", h)]
     out = subprocess.run(
         ["wrk", "-t", "1", "-c", str(conns), "-d", f"{seconds}s", "--latency",
-         "--timeout", "30s", "-s", POST_LUA, f"http://{addr}{path}"],
+         "--timeout", "30s", *script, *extra, f"http://{addr}{path}"],
         capture_output=True, text=True, env=env, timeout=seconds + 60)
     text = out.stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
@@ -242,7 +246,13 @@ def main():
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--inproc-seconds", type=float, default=8.0)
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "RESULTS.md"))
+    ap.add_argument("--only", choices=["all", "edge"], default="all",
+                    help="edge: only the CDN-facing part (bench/EDGE.md)")
     args = ap.parse_args()
+    import edge  # bench/edge.py: the cache, 304 and HTTPS rows
+    edge.main(args)
+    if args.only == "edge":
+        return
     n = args.workers
     secs = args.seconds
     log(f"bench: {n} workers, {secs} s per run")

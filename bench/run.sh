@@ -12,7 +12,7 @@ if [ ! -d ../shared/corpus ]; then
     exit 1
 fi
 source scripts/need.sh
-need wrk wrk djpeg libjpeg-turbo-progs nasm nasm
+need wrk wrk djpeg libjpeg-turbo-progs nasm nasm openssl openssl
 
 cargo build --release --bins --example inproc --example probe
 exec python3 bench/run.py "$@"

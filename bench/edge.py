@@ -5,8 +5,8 @@
                   from the result cache without a fetch or a worker
   E2 revalidate   the same request with a matching If-None-Match: 304
   E3 first fetch  W1 by URL with the result cache off, from a plain HTTP
-                  origin and from an HTTPS one (a fresh TLS connection per
-                  fetch, as pixfork's client makes): the cost of TLS
+                  origin and from an HTTPS one (connections kept alive by
+                  pixfork's client, as in production): the cost of TLS
 
 Origins are bench/origin.py on loopback (the HTTPS one with an ECDSA
 certificate made now by openssl and given to pixfork by --source-ca).
@@ -152,7 +152,7 @@ def main(args):
         "hit": "E1 result cache hit: W1 (GET ?url=, origin max-age=3600)",
         "304": "E2 revalidation: the same with a matching If-None-Match (304)",
         "http": "E3 first fetch, cache off: W1 from an HTTP origin",
-        "https": "E3 first fetch, cache off: W1 from an HTTPS origin (ECDSA P-256, a handshake per fetch)",
+        "https": "E3 first fetch, cache off: W1 from an HTTPS origin (ECDSA P-256, kept alive)",
     }
     for k, label in names.items():
         r = rows[k]
@@ -170,8 +170,8 @@ def main(args):
     for k in ("http", "https"):
         L.append(f"| {k} | {fmt(rows[k]['cpu_ours'], 2)} | {fmt(rows[k]['cpu_origin'], 2)} |")
     L.append("")
-    L.append("The origin shares the two cores, so its own TLS work (a handshake and the "
-             "encryption of every fetch, in Python) lowers the HTTPS throughput too; the "
+    L.append("The origin shares the two cores, so its own TLS work (the encryption of "
+             "every fetch, in Python) lowers the HTTPS throughput too; the "
              "CPU row shows what TLS costs pixfork itself.")
     L.append("")
     overhead = rows["http"]["rps"] / rows["https"]["rps"] - 1.0

@@ -215,6 +215,7 @@ pub async fn run(args: MasterArgs, listener: TcpListener) -> Result<(), MasterEr
         max_redirects,
         max_bytes: args.max_body,
         tls: Some(tls.clone()),
+        conns: Default::default(),
     };
     let sources = guard(
         args.allow_url_source,

@@ -833,3 +833,80 @@ fn presets_and_dpr() {
     assert!(err.contains("preset broken"), "{err}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A plain HTTP origin that keeps connections open (HTTP/1.1 keep-alive);
+/// counts connections and requests.
+fn keepalive_origin() -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (conns, reqs) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (c, r) = (conns.clone(), reqs.clone());
+    let png = corpus_file(PNG);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            c.fetch_add(1, Ordering::SeqCst);
+            let (r, png) = (r.clone(), png.clone());
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut stream = stream;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                            break;
+                        }
+                    }
+                    r.fetch_add(1, Ordering::SeqCst);
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {}\r\n\r\n",
+                        png.len()
+                    );
+                    if stream.write_all(head.as_bytes()).is_err() || stream.write_all(&png).is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, conns, reqs)
+}
+
+#[test]
+fn source_connections_are_kept_alive_for_the_same_checked_place() {
+    let (origin, conns, reqs) = keepalive_origin();
+    let s = Server::start(&[
+        "--allow-url-source",
+        "--allowed-private-networks",
+        "127.0.0.1/32",
+    ]);
+    for i in 0..5 {
+        let path = format!(
+            "/v1/resize?width={}&url={}",
+            20 + i,
+            enc(&format!("http://{origin}/a.png"))
+        );
+        assert_eq!(s.get(&path).status, 200);
+    }
+    assert_eq!(reqs.load(Ordering::SeqCst), 5);
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        1,
+        "one connection for five fetches"
+    );
+    // Another host name for the same address is another place (its own
+    // TLS name, its own guard decision): a connection of its own.
+    let port = origin.port();
+    let path = format!(
+        "/v1/resize?width=20&url={}",
+        enc(&format!("http://localhost:{port}/a.png"))
+    );
+    let r = s.get(&path);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(conns.load(Ordering::SeqCst), 2);
+    assert!(s.stop().success());
+}

@@ -1,15 +1,18 @@
-//! The client itself: one fresh HTTP/1.1 connection per hop, to an
-//! address the guard has checked, under one deadline.
+//! The client itself: HTTP/1.1 to an address the guard has checked, under
+//! one deadline; a source fetch reuses an idle connection to that very
+//! address (see `conns`), a callback always opens a fresh one.
 
 use std::net::{IpAddr, SocketAddr};
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::conns::Place;
 use super::error::FetchError;
 use super::guard::{address_allowed, host_allowed, SourceConfig};
 use super::tls;
@@ -166,28 +169,31 @@ fn redirect_target(base: &Uri, location: &str) -> Result<Uri, FetchError> {
         .map_err(|_| bad())
 }
 
-/// One request over a fresh connection to the checked address: a GET for
-/// an image (`body` `None`), or a JSON POST for a job callback.
-async fn send_once(
+/// A fresh connection to the checked address (TLS for `https://`).
+async fn connect(
     cfg: &SourceConfig,
     addr: SocketAddr,
     target: &Target,
-    body: Option<Bytes>,
-) -> Result<hyper::Response<hyper::body::Incoming>, FetchError> {
+) -> Result<SendRequest<Full<Bytes>>, FetchError> {
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| FetchError::Failed(format!("cannot connect to {}: {e}", target.host)))?;
     let _ = stream.set_nodelay(true);
-    let mut sender = match (&cfg.tls, target.tls) {
+    match (&cfg.tls, target.tls) {
         (Some(tls), true) => {
             handshake(
                 TokioIo::new(tls::connect(tls, &target.host, stream).await?),
                 target,
             )
-            .await?
+            .await
         }
-        _ => handshake(TokioIo::new(stream), target).await?,
-    };
+        _ => handshake(TokioIo::new(stream), target).await,
+    }
+}
+
+/// The request for `target`: a GET for an image (`body` `None`), or a
+/// JSON POST for a job callback.
+fn request_for(target: &Target, body: Option<Bytes>) -> Result<Request<Full<Bytes>>, FetchError> {
     let host = HeaderValue::from_str(&target.host_header)
         .map_err(|_| FetchError::BadUrl("url has an invalid host".into()))?;
     let builder = Request::builder()
@@ -197,7 +203,7 @@ async fn send_once(
             header::USER_AGENT,
             concat!("pixfork/", env!("CARGO_PKG_VERSION")),
         );
-    let req = match body {
+    match body {
         None => builder
             .method(Method::GET)
             .header(header::ACCEPT, "image/*")
@@ -207,11 +213,52 @@ async fn send_once(
             .header(header::CONTENT_TYPE, "application/json")
             .body(Full::new(json)),
     }
-    .map_err(|e| FetchError::BadUrl(format!("url cannot be requested: {e}")))?;
+    .map_err(|e| FetchError::BadUrl(format!("url cannot be requested: {e}")))
+}
+
+/// One request over a fresh connection (job callbacks: never reused).
+async fn send_once(
+    cfg: &SourceConfig,
+    addr: SocketAddr,
+    target: &Target,
+    body: Option<Bytes>,
+) -> Result<hyper::Response<hyper::body::Incoming>, FetchError> {
+    let mut sender = connect(cfg, addr, target).await?;
     sender
-        .send_request(req)
+        .send_request(request_for(target, body)?)
         .await
         .map_err(|e| FetchError::Failed(format!("request to {} failed: {e}", target.host)))
+}
+
+/// A GET of `target` at `addr`, over an idle connection to that very
+/// place when there is one (see `conns`), else a fresh one. Returns the
+/// connection too, to be kept once the body is read.
+async fn get(
+    cfg: &SourceConfig,
+    place: &Place,
+    target: &Target,
+) -> Result<
+    (
+        hyper::Response<hyper::body::Incoming>,
+        SendRequest<Full<Bytes>>,
+    ),
+    FetchError,
+> {
+    if let Some(mut sender) = cfg.conns.take(place) {
+        if sender.ready().await.is_ok() {
+            if let Ok(resp) = sender.send_request(request_for(target, None)?).await {
+                return Ok((resp, sender));
+            }
+        }
+        // The origin closed it meanwhile: nothing was answered, so a GET
+        // on a fresh connection is safe.
+    }
+    let mut sender = connect(cfg, place.addr, target).await?;
+    let resp = sender
+        .send_request(request_for(target, None)?)
+        .await
+        .map_err(|e| FetchError::Failed(format!("request to {} failed: {e}", target.host)))?;
+    Ok((resp, sender))
 }
 
 /// The HTTP/1.1 handshake over an open connection (plain or TLS); the
@@ -352,7 +399,12 @@ async fn follow(cfg: &SourceConfig, mut uri: Uri, hold: &mut Hold) -> Result<Fet
     loop {
         let target = target_of(cfg, &uri)?;
         let addr = resolve(cfg, &target).await?;
-        let resp = send_once(cfg, addr, &target, None).await?;
+        let place = Place {
+            tls: target.tls,
+            host: target.host.clone(),
+            addr,
+        };
+        let (resp, conn) = get(cfg, &place, &target).await?;
         let status = resp.status();
         if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
             let location = resp
@@ -385,6 +437,8 @@ async fn follow(cfg: &SourceConfig, mut uri: Uri, hold: &mut Hold) -> Result<Fet
         let last_modified = header(header::LAST_MODIFIED);
         let fresh_for = freshness(resp.headers());
         let bytes = read_capped(resp, cfg.max_bytes, Some(hold)).await?;
+        // Read to its end: the connection can serve the next fetch.
+        cfg.conns.put(place, conn);
         return Ok(Fetched {
             bytes,
             etag,

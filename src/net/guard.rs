@@ -26,6 +26,8 @@ pub struct SourceConfig {
     /// TLS settings for `https://` (the built-in roots plus `--source-ca`);
     /// `None` refuses https.
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// Idle connections to sources, shared by every clone of this config.
+    pub conns: std::sync::Arc<super::conns::Conns>,
 }
 
 impl Default for SourceConfig {
@@ -39,6 +41,7 @@ impl Default for SourceConfig {
             max_redirects: 3,
             max_bytes: 32 << 20,
             tls: None,
+            conns: Default::default(),
         }
     }
 }

@@ -29,11 +29,14 @@
 //! - `guard`: the rules ([`SourceConfig`], [`Network`]) and the address
 //!   check ([`forbidden_reason`]); no I/O.
 //! - `error`: [`FetchError`], each variant with its status and code.
+//! - `conns`: idle connections to sources, filed by scheme, host and the
+//!   checked address, bounded.
 //! - `client`: resolving, connecting to the checked address, the capped
 //!   streaming read, redirects by hand; [`fetch`] for sources and
 //!   [`post_json`] for job callbacks.
 
 mod client;
+mod conns;
 mod error;
 mod guard;
 mod tls;

@@ -230,8 +230,19 @@ fn signed_urls_and_api_keys() {
         r.header("cache-control"),
         Some("public, max-age=31536000, immutable")
     );
-    let later = format!("{target}&expires=99999999999");
-    assert_eq!(s.get(&format!("{later}&sig={}", sign(&later))).status, 200);
+    // One that expires is kept by caches no longer than it is valid.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let later = format!("{target}&expires={}", now + 600);
+    let r = s.get(&format!("{later}&sig={}", sign(&later)));
+    assert_eq!(r.status, 200);
+    let age: u64 = r
+        .header("cache-control")
+        .and_then(|v| v.strip_prefix("public, max-age="))
+        .and_then(|v| v.parse().ok())
+        .expect("a max-age and no immutable");
+    assert!((590..=600).contains(&age), "{age}");
 
     // POSTs and job routes need a key; probes and docs do not.
     let img = corpus_file(CAT);
@@ -250,6 +261,9 @@ fn signed_urls_and_api_keys() {
         &[("Authorization", "Bearer secret-two")],
     );
     assert_eq!(r.status, 200);
+    // What a key let in is for that client only: no shared cache may
+    // hand it to the next one.
+    assert_eq!(r.header("cache-control"), Some("private, max-age=3600"));
     assert_eq!(s.get("/v1/jobs").status, 401);
     for open in [
         "/healthz",
@@ -532,8 +546,10 @@ fn the_result_cache_serves_repeats_without_a_worker_across_restarts() {
 
     // An origin that gives a lifetime is not asked again within it: a hit
     // and a 304 cost no fetch.
+    // (Another width: the same bytes under another URL are the same
+    // source, so width=30 would already be cached.)
     let fresh = format!(
-        "/v1/resize?width=30&url={}",
+        "/v1/resize?width=31&url={}",
         enc(&format!("http://{origin}/fresh/a.png"))
     );
     let miss = s.get(&fresh);

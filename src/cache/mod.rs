@@ -32,6 +32,20 @@ pub use disk::Entry;
 pub use flight::{wait, Flight, Leader};
 pub use sources::SourceVersion;
 
+/// Most entries kept, whatever their size: the index costs memory per
+/// entry and the disk an inode per file.
+const MAX_ENTRIES: usize = 1 << 18;
+
+/// Largest result kept: a bigger one is served but not cached, so a hit
+/// never reads more than this into memory.
+pub const MAX_ENTRY_BYTES: u64 = 64 << 20;
+
+/// What an entry of `len` bytes costs the disk: whole 4 KiB blocks and
+/// its inode, so a million tiny entries are not counted as nothing.
+fn on_disk(len: u64) -> u64 {
+    len.div_ceil(4096) * 4096 + 512
+}
+
 /// Why the cache folder cannot be used: a boot error.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -104,8 +118,9 @@ impl ResultCache {
             bytes: 0,
         };
         for (key, bytes) in found {
-            index.bytes += bytes;
-            index.lru.push(key, bytes);
+            let cost = on_disk(bytes);
+            index.bytes += cost;
+            index.lru.push(key, cost);
         }
         let inner = Arc::new(Inner {
             dir: cfg.dir,
@@ -123,6 +138,14 @@ impl ResultCache {
 
     pub fn enabled(&self) -> bool {
         self.inner.is_some()
+    }
+
+    /// The size of the entry of `key`, if it is cached (what a hit will
+    /// read into memory, at most [`MAX_ENTRY_BYTES`]).
+    pub fn size_of(&self, key: &str) -> Option<u64> {
+        let inner = self.inner.as_ref()?;
+        let cost = *inner.lock().lru.peek(key)?;
+        Some(cost.min(MAX_ENTRY_BYTES))
     }
 
     /// The entry of `key`, when cached and intact. A damaged or vanished
@@ -157,15 +180,10 @@ impl ResultCache {
     pub fn remember_source(
         &self,
         url: &str,
-        etag: &Option<String>,
-        last_modified: &Option<String>,
+        version: SourceVersion,
         fresh_for: Option<std::time::Duration>,
     ) {
         if let (Some(inner), Some(fresh_for)) = (&self.inner, fresh_for) {
-            let version = SourceVersion {
-                etag: etag.clone(),
-                last_modified: last_modified.clone(),
-            };
             inner.sources.remember(url, version, fresh_for);
         }
     }
@@ -190,13 +208,13 @@ impl ResultCache {
             let (dir, k, max) = (inner.dir.clone(), key.clone(), inner.max_bytes);
             let written = tokio::task::spawn_blocking(move || {
                 let bytes = disk::encode(&entry);
-                if bytes.len() as u64 > max {
+                if bytes.len() as u64 > max.min(MAX_ENTRY_BYTES) {
                     return Ok(None);
                 }
                 disk::write(&dir, &k, &bytes).map(Some)
             });
             let size = match written.await {
-                Ok(Ok(Some(size))) => size,
+                Ok(Ok(Some(size))) => on_disk(size),
                 Ok(Ok(None)) | Err(_) => return,
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "result cache: an entry could not be written");
@@ -229,7 +247,7 @@ impl Inner {
     fn evict_over_size(&self) -> Vec<String> {
         let mut index = self.lock();
         let mut out = Vec::new();
-        while index.bytes > self.max_bytes {
+        while index.bytes > self.max_bytes || index.lru.len() > MAX_ENTRIES {
             let Some((key, size)) = index.lru.pop_lru() else {
                 break;
             };

@@ -1,10 +1,10 @@
 //! Which version of a URL source is current, while its origin says so.
 //!
-//! A fetched source whose origin named its version (`ETag`,
-//! `Last-Modified`) and gave it a lifetime (`Cache-Control: max-age`, or
-//! `s-maxage`) is remembered for that long, at most a day: within it a
-//! request for that URL knows its result's name without fetching, so a
-//! `304` or a cache hit costs no trip to the origin. Bounded: the most
+//! A fetched source whose origin gave it a lifetime (`Cache-Control:
+//! max-age`, or `s-maxage`) is remembered, as the hash of the bytes
+//! fetched, for that long, at most a day: within it a request for that URL
+//! knows its result's name without fetching, so a `304` or a cache hit
+//! costs no trip to the origin. Bounded: the most
 //! recently used URLs of up to 2 KiB each, a few thousand of them.
 
 use std::sync::Mutex;
@@ -19,10 +19,11 @@ const MAX_URL_LEN: usize = 2048;
 /// The longest an origin's word is taken for.
 const MAX_FRESH: Duration = Duration::from_secs(24 * 3600);
 
-/// The version of a URL source, as its origin named it.
+/// The version of a URL source last fetched: the hash of its bytes, and
+/// the `Last-Modified` its origin sent (passed on to clients).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceVersion {
-    pub etag: Option<String>,
+    pub digest: [u8; 32],
     pub last_modified: Option<String>,
 }
 
@@ -56,10 +57,7 @@ impl Sources {
 
     /// Remembers `version` of `url` for `fresh_for` (capped at a day).
     pub fn remember(&self, url: &str, version: SourceVersion, fresh_for: Duration) {
-        if url.len() > MAX_URL_LEN
-            || fresh_for.is_zero()
-            || (version.etag.is_none() && version.last_modified.is_none())
-        {
+        if url.len() > MAX_URL_LEN || fresh_for.is_zero() {
             return;
         }
         let until = Instant::now() + fresh_for.min(MAX_FRESH);
@@ -76,7 +74,7 @@ mod tests {
     fn versions_hold_for_their_lifetime_only() {
         let s = Sources::default();
         let v = SourceVersion {
-            etag: Some("\"a\"".into()),
+            digest: [7; 32],
             last_modified: None,
         };
         s.remember("http://h/a", v.clone(), Duration::from_secs(60));
@@ -86,12 +84,6 @@ mod tests {
         s.remember("http://h/c", v.clone(), Duration::from_nanos(1));
         std::thread::sleep(Duration::from_millis(2));
         assert_eq!(s.fresh("http://h/c"), None, "expired");
-        let none = SourceVersion {
-            etag: None,
-            last_modified: None,
-        };
-        s.remember("http://h/d", none, Duration::from_secs(60));
-        assert_eq!(s.fresh("http://h/d"), None, "no validator, nothing known");
         let long = format!("http://h/{}", "x".repeat(MAX_URL_LEN));
         s.remember(&long, v, Duration::from_secs(60));
         assert_eq!(s.fresh(&long), None);

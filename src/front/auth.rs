@@ -90,8 +90,9 @@ impl Signer {
     }
 
     /// Checks the signature of a request target (`path?query`). Returns
-    /// the query without `sig` and `expires`, for the parser.
-    pub fn verify(&self, target: &str) -> Result<String, ApiError> {
+    /// the query without `sig` and `expires`, for the parser, and the
+    /// `expires` it held.
+    pub fn verify(&self, target: &str) -> Result<(String, Option<u64>), ApiError> {
         let Some(at) = target.rfind("&sig=") else {
             return Err(bad_signature(
                 "this server only accepts signed URLs: add &sig= (see the README)",
@@ -105,6 +106,7 @@ impl Signer {
             .map_err(|_| bad_signature("the signature does not match this URL"))?;
         let query = signed.split_once('?').map_or("", |(_, q)| q);
         let mut kept = Vec::new();
+        let mut expires = None;
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             match pair.split_once('=') {
                 Some(("expires", v)) => {
@@ -114,6 +116,7 @@ impl Signer {
                     let now = SystemTime::now()
                         .duration_since(UNIX_EPOCH)
                         .map_or(0, |d| d.as_secs());
+                    expires = Some(deadline);
                     if now > deadline {
                         return Err(ApiError::Auth {
                             status: hyper::StatusCode::FORBIDDEN,
@@ -125,7 +128,7 @@ impl Signer {
                 _ => kept.push(pair),
             }
         }
-        Ok(kept.join("&"))
+        Ok((kept.join("&"), expires))
     }
 }
 
@@ -218,7 +221,10 @@ mod tests {
         let signed = format!("{target}&sig={}", s.sign(target.as_bytes()));
         assert_eq!(
             s.verify(&signed).expect("valid"),
-            "width=300&url=https%3A%2F%2Fexample.com%2Fa.jpg"
+            (
+                "width=300&url=https%3A%2F%2Fexample.com%2Fa.jpg".to_string(),
+                None
+            )
         );
         // One byte changed: refused.
         let tampered = signed.replace("width=300", "width=301");
@@ -248,7 +254,10 @@ mod tests {
         ));
         let future = "/v1/resize?width=3&url=x&expires=99999999999";
         let signed = format!("{future}&sig={}", s.sign(future.as_bytes()));
-        assert_eq!(s.verify(&signed).expect("valid"), "width=3&url=x");
+        assert_eq!(
+            s.verify(&signed).expect("valid"),
+            ("width=3&url=x".to_string(), Some(99_999_999_999))
+        );
     }
 
     #[test]

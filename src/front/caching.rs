@@ -2,7 +2,7 @@
 //! matching `If-None-Match`, and `Cache-Control`.
 //!
 //! A result is named by what decides its bytes: the source (a hash of its
-//! bytes, or the URL with the validators its origin sent), the canonical
+//! bytes, from a body or a URL alike), the canonical
 //! op list with the output settings (the negotiated format included), and
 //! pixfork's version (a new release may encode differently). The same
 //! request therefore gets the same ETag on every restart and instance, and
@@ -12,42 +12,23 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 
 use crate::proto::Task;
 
-/// What a result is made from, as far as its bytes go.
-pub(super) enum Source<'a> {
-    /// Bytes sent in the request body (or a source without validators).
-    Bytes(&'a [u8]),
-    /// A URL source whose origin named its version (`ETag`,
-    /// `Last-Modified`): the URL and those name the bytes.
-    Url {
-        url: &'a str,
-        etag: Option<&'a str>,
-        last_modified: Option<&'a str>,
-    },
+/// The name of a source: the BLAKE3 hash of its bytes. A URL source is
+/// named by what was fetched, not by the validators its origin sent (a
+/// weak or time-based ETag, or a Last-Modified with one-second resolution,
+/// does not pin the bytes).
+pub(super) type Digest = [u8; 32];
+
+pub(super) fn digest(bytes: &[u8]) -> Digest {
+    *blake3::hash(bytes).as_bytes()
 }
 
 /// The identity of a result: 32 hex digits (128 bits of BLAKE3).
-pub(super) fn result_key(source: &Source<'_>, task: &Task) -> String {
+pub(super) fn result_key(source: &Digest, task: &Task) -> String {
     let mut h = blake3::Hasher::new();
-    h.update(b"pixfork result v1\0");
+    h.update(b"pixfork result v2\0");
     h.update(env!("CARGO_PKG_VERSION").as_bytes());
     h.update(b"\0");
-    match source {
-        Source::Bytes(bytes) => {
-            h.update(b"bytes\0");
-            h.update(blake3::hash(bytes).as_bytes());
-        }
-        Source::Url {
-            url,
-            etag,
-            last_modified,
-        } => {
-            h.update(b"url\0");
-            for part in [Some(*url), *etag, *last_modified] {
-                h.update(part.unwrap_or("").as_bytes());
-                h.update(b"\0");
-            }
-        }
-    }
+    h.update(source);
     // The ops and output settings, as plain data in a fixed order. Limits
     // are left out: they decide whether a result is made, not its bytes.
     let canonical = serde_json::to_vec(&(&task.ops, &task.output)).unwrap_or_default();
@@ -78,13 +59,37 @@ pub(super) fn not_modified(headers: &HeaderMap, key: &str) -> bool {
         })
 }
 
+/// Who was let in, as far as caches downstream go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Grant {
+    /// No signature or key needed.
+    Open,
+    /// A signed URL, with its `expires` (Unix seconds) when it has one.
+    Signed { expires: Option<u64> },
+    /// An API key in `Authorization`: a shared cache must not answer the
+    /// next request (without a key) with this response.
+    Key,
+}
+
 /// `Cache-Control` of a successful image response.
-pub(super) fn cache_control(configured: Option<&HeaderValue>, signed: bool) -> HeaderValue {
-    match configured {
-        Some(v) => v.clone(),
+pub(super) fn cache_control(configured: Option<&HeaderValue>, grant: Grant) -> HeaderValue {
+    match (configured, grant) {
+        (_, Grant::Key) => HeaderValue::from_static("private, max-age=3600"),
+        // A signed URL that expires is kept no longer than it is valid.
+        (_, Grant::Signed { expires: Some(at) }) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let left = at.saturating_sub(now).min(31_536_000);
+            HeaderValue::from_str(&format!("public, max-age={left}"))
+                .unwrap_or(HeaderValue::from_static("no-store"))
+        }
+        (Some(v), _) => v.clone(),
         // A signed URL is an immutable name for one result.
-        None if signed => HeaderValue::from_static("public, max-age=31536000, immutable"),
-        None => HeaderValue::from_static("public, max-age=3600"),
+        (None, Grant::Signed { expires: None }) => {
+            HeaderValue::from_static("public, max-age=31536000, immutable")
+        }
+        (None, Grant::Open) => HeaderValue::from_static("public, max-age=3600"),
     }
 }
 
@@ -112,30 +117,55 @@ mod tests {
 
     #[test]
     fn the_key_follows_source_ops_and_format_only() {
-        let a = result_key(&Source::Bytes(b"image"), &task(10, None));
+        let (img, other) = (digest(b"image"), digest(b"imagf"));
+        let a = result_key(&img, &task(10, None));
         assert_eq!(a.len(), 32);
-        assert_eq!(a, result_key(&Source::Bytes(b"image"), &task(10, None)));
-        assert_ne!(a, result_key(&Source::Bytes(b"imagf"), &task(10, None)));
-        assert_ne!(a, result_key(&Source::Bytes(b"image"), &task(11, None)));
-        assert_ne!(
-            a,
-            result_key(
-                &Source::Bytes(b"image"),
-                &task(10, Some(OutputFormat::Webp))
-            )
-        );
+        assert_eq!(a, result_key(&img, &task(10, None)));
+        assert_ne!(a, result_key(&other, &task(10, None)));
+        assert_ne!(a, result_key(&img, &task(11, None)));
+        assert_ne!(a, result_key(&img, &task(10, Some(OutputFormat::Webp))));
         let mut other_limits = task(10, None);
         other_limits.limits.max_pixels = 7;
-        assert_eq!(a, result_key(&Source::Bytes(b"image"), &other_limits));
-        let url = |etag| Source::Url {
-            url: "https://o/a.jpg",
-            etag,
-            last_modified: None,
+        assert_eq!(a, result_key(&img, &other_limits));
+    }
+
+    #[test]
+    fn cache_control_follows_who_was_let_in() {
+        let cc = |c: Option<&HeaderValue>, g| -> Option<String> {
+            cache_control(c, g).to_str().ok().map(String::from)
         };
-        assert_ne!(
-            result_key(&url(Some("\"1\"")), &task(10, None)),
-            result_key(&url(Some("\"2\"")), &task(10, None))
+        let mine = HeaderValue::from_static("public, max-age=60");
+        assert_eq!(
+            cc(None, Grant::Open).as_deref(),
+            Some("public, max-age=3600")
         );
+        assert_eq!(
+            cc(Some(&mine), Grant::Open).as_deref(),
+            Some("public, max-age=60")
+        );
+        assert_eq!(
+            cc(None, Grant::Signed { expires: None }).as_deref(),
+            Some("public, max-age=31536000, immutable")
+        );
+        assert_eq!(
+            cc(Some(&mine), Grant::Key).as_deref(),
+            Some("private, max-age=3600")
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let soon = cc(
+            None,
+            Grant::Signed {
+                expires: Some(now + 100),
+            },
+        )
+        .expect("value");
+        let age: u64 = soon
+            .strip_prefix("public, max-age=")
+            .and_then(|v| v.parse().ok())
+            .expect("a max-age");
+        assert!((95..=100).contains(&age), "{soon}");
     }
 
     #[test]

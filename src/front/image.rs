@@ -13,9 +13,9 @@ use hyper::{Method, Request, Response, StatusCode};
 use super::app::{not_allowed, App, Resp, Trace};
 use super::auth;
 use super::body::{drain, drain_unless_waiting, read_body};
-use super::caching::{self, result_key, Source};
+use super::caching::{self, digest, result_key, Digest, Grant};
 use super::error::{self, ApiError};
-use crate::cache::{self, Entry, Flight};
+use crate::cache::{self, Entry, Flight, SourceVersion};
 use crate::catalogue;
 use crate::net;
 use crate::pool::{Done, Input};
@@ -50,7 +50,7 @@ pub(super) async fn image_route(
     }
     // Who may ask: a signed GET (with a signing key), else an API key (when
     // keys are set). Decided on the raw target, before anything is read.
-    let (query, signed) = match authorize(app, &req, from_url) {
+    let (query, grant) = match authorize(app, &req, from_url) {
         Ok(v) => v,
         Err(e) => {
             drain_unless_waiting(req).await;
@@ -97,7 +97,7 @@ pub(super) async fn image_route(
     let known = |key: String, last_modified: Option<String>| Known {
         key,
         last_modified,
-        cache_control: caching::cache_control(app.cfg.cache_control.as_ref(), signed),
+        cache_control: caching::cache_control(app.cfg.cache_control.as_ref(), grant),
         vary: parsed.auto_format,
     };
     // A URL source whose version its origin said is still fresh: the
@@ -105,18 +105,11 @@ pub(super) async fn image_route(
     // hit costs no trip to the origin (nor a queue place).
     if let Some(url) = &parsed.url {
         if let Some(v) = app.cache.fresh_source(url) {
-            let key = result_key(
-                &Source::Url {
-                    url,
-                    etag: v.etag.as_deref(),
-                    last_modified: v.last_modified.as_deref(),
-                },
-                &task,
-            );
+            let key = result_key(&v.digest, &task);
             let k = known(key, v.last_modified);
             if let Some(resp) = k
                 .answer_without_work(app, &method, req.headers(), cacheable)
-                .await
+                .await?
             {
                 return Ok(resp);
             }
@@ -135,31 +128,24 @@ pub(super) async fn image_route(
     let (body, k) = match &parsed.url {
         Some(url) => {
             let f = net::fetch(sources, url, &mut hold).await?;
-            let source = match (&f.etag, &f.last_modified) {
-                (None, None) => Source::Bytes(&f.bytes),
-                (etag, last_modified) => {
-                    app.cache
-                        .remember_source(url, etag, last_modified, f.fresh_for);
-                    Source::Url {
-                        url,
-                        etag: etag.as_deref(),
-                        last_modified: last_modified.as_deref(),
-                    }
-                }
+            let source = hashed(&f.bytes).await;
+            let version = SourceVersion {
+                digest: source,
+                last_modified: f.last_modified.clone(),
             };
-            let key = result_key(&source, &task);
-            (f.bytes, known(key, f.last_modified))
+            app.cache.remember_source(url, version, f.fresh_for);
+            (f.bytes, known(result_key(&source, &task), f.last_modified))
         }
         None => {
             let body = read_body(req, app.cfg.max_body, app.cfg.body_timeout, &mut hold).await?;
-            let key = hashed_key(&body, &task).await;
+            let key = result_key(&hashed(&body).await, &task);
             (body, known(key, None))
         }
     };
     trace.bytes_in = body.len() as u64;
     if let Some(resp) = k
         .answer_without_work(app, &method, &conditional, cacheable)
-        .await
+        .await?
     {
         return Ok(resp);
     }
@@ -234,26 +220,31 @@ impl Known {
     }
 
     /// `304` for a GET or HEAD that has this result already, or the
-    /// result from the cache: answers that run nothing.
+    /// result from the cache: answers that run nothing. A hit's bytes are
+    /// taken from `--max-inflight-bytes` while they are read, like a body.
     async fn answer_without_work(
         &self,
         app: &App,
         method: &Method,
         headers: &HeaderMap,
         cacheable: bool,
-    ) -> Option<Resp> {
+    ) -> Result<Option<Resp>, ApiError> {
         if method != Method::POST && caching::not_modified(headers, &self.key) {
             let mut resp = Response::new(Full::new(Bytes::new()));
             *resp.status_mut() = StatusCode::NOT_MODIFIED;
             self.finish(&mut resp);
-            return Some(resp);
+            return Ok(Some(resp));
         }
-        if cacheable {
-            if let Some(entry) = app.cache.get(&self.key).await {
-                return Some(self.hit(app, &entry));
-            }
-        }
-        None
+        let Some(size) = cacheable.then(|| app.cache.size_of(&self.key)).flatten() else {
+            return Ok(None);
+        };
+        let mut hold = app.budget.hold();
+        hold.grow(usize::try_from(size).unwrap_or(usize::MAX))?;
+        Ok(app
+            .cache
+            .get(&self.key)
+            .await
+            .map(|entry| self.hit(app, &entry)))
     }
 
     /// A response from the cache (or from a concurrent identical request).
@@ -267,29 +258,29 @@ impl Known {
     }
 }
 
-/// The result key of a body: hashed on a blocking thread when it is large,
-/// so a 32 MiB upload does not hold up the event loop for its hash.
-async fn hashed_key(body: &Bytes, task: &crate::proto::Task) -> String {
-    if body.len() < 1 << 20 {
-        return result_key(&Source::Bytes(body), task);
+/// The digest of a body or a fetched source: on a blocking thread past
+/// 256 KiB, so a 32 MiB image does not hold up the event loop for its hash.
+async fn hashed(bytes: &Bytes) -> Digest {
+    if bytes.len() < 256 << 10 {
+        return digest(bytes);
     }
-    let (b, t) = (body.clone(), task.clone());
-    match tokio::task::spawn_blocking(move || result_key(&Source::Bytes(&b), &t)).await {
-        Ok(key) => key,
+    let b = bytes.clone();
+    match tokio::task::spawn_blocking(move || digest(&b)).await {
+        Ok(d) => d,
         // The blocking pool is shutting down: hash here rather than answer
-        // without a key.
-        Err(_) => result_key(&Source::Bytes(body), task),
+        // without a name.
+        Err(_) => digest(bytes),
     }
 }
 
 /// Checks the signature (`GET` with a signing key) or the API key (when
 /// keys are set). Returns the query to parse (a signed one without `sig`
-/// and `expires`) and whether the request was signed.
+/// and `expires`) and who was let in.
 fn authorize(
     app: &App,
     req: &Request<Incoming>,
     from_url: bool,
-) -> Result<(Option<String>, bool), ApiError> {
+) -> Result<(Option<String>, Grant), ApiError> {
     let raw_query = req.uri().query().map(str::to_string);
     if from_url {
         if let Some(signer) = &app.cfg.signer {
@@ -297,15 +288,17 @@ fn authorize(
                 .uri()
                 .path_and_query()
                 .map_or_else(|| req.uri().path().to_string(), |p| p.as_str().to_string());
-            return Ok((Some(signer.verify(&target)?), true));
+            let (query, expires) = signer.verify(&target)?;
+            return Ok((Some(query), Grant::Signed { expires }));
         }
     }
     if let Some(keys) = &app.cfg.api_keys {
         if !keys.allows(req.headers()) {
             return Err(auth::unauthorized());
         }
+        return Ok((raw_query, Grant::Key));
     }
-    Ok((raw_query, false))
+    Ok((raw_query, Grant::Open))
 }
 
 /// Whether `Accept` names `image/webp` with a non-zero quality. Wildcards do

@@ -5,6 +5,10 @@
 //!   samples `GET /healthz` every INTERVAL_MS (default 5) on one keep-alive
 //!   connection and prints `n=… p50_ms=… p99_ms=… max_ms=… errors=…`.
 //!
+//! `cargo run --release --example probe -- sched HOST:PORT PATH SECONDS RATE`
+//!   GETs PATH at a fixed RATE per second on one keep-alive connection and
+//!   counts each latency from the request's scheduled send time.
+//!
 //! `cargo run --release --example probe -- ready HOST:PORT WORKERS TIMEOUT_S`
 //!   polls `GET /readyz` every millisecond until every one of WORKERS slots
 //!   is `ready`, and prints `ready_unix_ns=…` (the bench subtracts the time
@@ -123,6 +127,37 @@ fn healthz(addr: &str, seconds: f64, interval: Duration) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `GET path` at a fixed `rate` per second on one keep-alive connection;
+/// each latency is counted from the request's scheduled send time, so a
+/// stall delays every request scheduled behind it and is counted for each
+/// (no coordinated omission).
+fn scheduled(addr: &str, path: &str, seconds: f64, rate: f64) -> ExitCode {
+    let mut conn = Conn::new(addr);
+    let mut samples = Vec::new();
+    let mut errors = 0u64;
+    let start = Instant::now();
+    let count = (seconds * rate) as u64;
+    for i in 0..count {
+        let due = start + Duration::from_secs_f64(i as f64 / rate);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        match conn.get(path) {
+            Ok((200, _)) => samples.push(due.elapsed().as_secs_f64() * 1000.0),
+            _ => errors += 1,
+        }
+    }
+    samples.sort_by(f64::total_cmp);
+    println!(
+        "n={} p50_ms={:.3} p99_ms={:.3} max_ms={:.3} errors={errors}",
+        samples.len(),
+        percentile(&samples, 50.0),
+        percentile(&samples, 99.0),
+        samples.last().copied().unwrap_or(f64::NAN),
+    );
+    ExitCode::SUCCESS
+}
+
 fn ready(addr: &str, workers: usize, timeout: f64) -> ExitCode {
     let mut conn = Conn::new(addr);
     let end = Instant::now() + Duration::from_secs_f64(timeout);
@@ -157,10 +192,13 @@ fn main() -> ExitCode {
             num(2, 10.0),
             Duration::from_secs_f64(num(3, 5.0) / 1000.0),
         ),
+        Some("sched") if args.len() >= 5 => {
+            scheduled(&args[1], &args[2], num(3, 10.0), num(4, 20.0))
+        }
         Some("ready") if args.len() >= 3 => ready(&args[1], num(2, 1.0) as usize, num(3, 20.0)),
         _ => {
             eprintln!(
-                "usage: probe healthz HOST:PORT SECONDS [INTERVAL_MS] | probe ready HOST:PORT WORKERS TIMEOUT_S"
+                "usage: probe healthz HOST:PORT SECONDS [INTERVAL_MS] | probe sched HOST:PORT PATH SECONDS RATE | probe ready HOST:PORT WORKERS TIMEOUT_S"
             );
             ExitCode::from(2)
         }

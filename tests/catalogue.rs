@@ -770,3 +770,48 @@ fn ops_listing_and_openapi_describe_every_op() {
     );
     assert!(s.stop().success());
 }
+
+#[test]
+fn focal_gravity_keeps_the_given_point() {
+    // 400 x 100, black, with a white 10 x 10 square centred at (305, 50).
+    let mut img = RgbaImage::from_pixel(400, 100, image::Rgba([0, 0, 0, 255]));
+    for y in 45..55 {
+        for x in 300..310 {
+            img.put_pixel(x, y, image::Rgba([255, 255, 255, 255]));
+        }
+    }
+    let mut png = Vec::new();
+    DynamicImage::ImageRgba8(img)
+        .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
+        .expect("png");
+    let s = Server::start(&[]);
+    let white =
+        |r: Resp, x: u32, y: u32| decode(&ok(r, "focal").body).to_rgba8().get_pixel(x, y)[0] > 200;
+    for route in [
+        "thumbnail?width=100&height=100",
+        "resize?width=100&height=100&fit=cover",
+    ] {
+        // fx = 305 / 400: the square lands in the middle of the crop.
+        let r = s.post(&format!("/v1/{route}&gravity=focal&fx=0.7625&fy=0.5"), &png);
+        assert!(white(r, 50, 50), "{route}: the point is centred");
+        let r = s.post(&format!("/v1/{route}&gravity=focal&fx=0.7625&fy=0.5"), &png);
+        assert!(!white(r, 5, 50), "{route}: and only it");
+        // Centre gravity crops 150..250: no square.
+        let r = s.post(&format!("/v1/{route}&gravity=centre"), &png);
+        assert!(!white(r, 50, 50), "{route}: centre misses it");
+        // A point at the right edge: the crop stops at the edge.
+        let r = s.post(&format!("/v1/{route}&gravity=focal&fx=1&fy=0"), &png);
+        assert!(white(r, 5, 50), "{route}: the crop is 300..400");
+    }
+    let r = s.post("/v1/thumbnail?width=100&fx=0.5", &png);
+    assert_eq!(
+        (r.status, r.json()["error"]["param"].as_str()),
+        (400, Some("fx"))
+    );
+    let r = s.post("/v1/thumbnail?width=100&gravity=focal&fy=1.5", &png);
+    assert_eq!(
+        (r.status, r.json()["error"]["param"].as_str()),
+        (400, Some("fy"))
+    );
+    assert!(s.stop().success());
+}

@@ -45,6 +45,7 @@ const GRAVITIES: &[&str] = &[
     "southeast",
     "southwest",
     "smart",
+    "focal",
 ];
 
 const GRAVITY: ParamSpec = p(
@@ -52,8 +53,40 @@ const GRAVITY: ParamSpec = p(
     Kind::Choice(GRAVITIES),
     false,
     Some("centre"),
-    "which part a cover-crop keeps; smart: the part with the most detail (luma entropy)",
+    "which part a cover-crop keeps; smart: the part with the most detail (luma entropy); \
+     focal: the point fx, fy as near the centre as the bounds allow",
 );
+
+const FOCAL_X: ParamSpec = p(
+    "fx",
+    float(0.0, 1.0),
+    false,
+    Some("0.5"),
+    "with gravity=focal: the point to keep, as a fraction of the width from the left edge",
+);
+
+const FOCAL_Y: ParamSpec = p(
+    "fy",
+    float(0.0, 1.0),
+    false,
+    Some("0.5"),
+    "with gravity=focal: the point to keep, as a fraction of the height from the top edge",
+);
+
+/// The gravity of a cover-crop, with the focal point when it is `focal`;
+/// `fx`/`fy` without `gravity=focal` are refused (they would do nothing).
+fn gravity_with_focus(v: &Values) -> Result<Gravity, ParamError> {
+    let fraction = |k: &str| v.f32(k).map(|f| (f64::from(f) * 10_000.0).round() as u16);
+    match (v.choice("gravity"), fraction("fx"), fraction("fy")) {
+        (Some("focal"), x, y) => Ok(Gravity::Focal {
+            x: x.unwrap_or(5_000),
+            y: y.unwrap_or(5_000),
+        }),
+        (_, Some(_), _) => Err(bad("fx", "fx goes with gravity=focal")),
+        (_, _, Some(_)) => Err(bad("fy", "fy goes with gravity=focal")),
+        (word, None, None) => Ok(gravity_of(word)),
+    }
+}
 
 /// Output parameters accepted by every image-producing operation (top-level
 /// query parameters of a pipeline).
@@ -262,6 +295,8 @@ pub static OPS: &[OpSpec] = &[
                 "how the image meets a width x height box (with one side every fit is contain)",
             ),
             GRAVITY,
+            FOCAL_X,
+            FOCAL_Y,
             p(
                 "enlarge",
                 Kind::Bool,
@@ -280,7 +315,7 @@ pub static OPS: &[OpSpec] = &[
                 width,
                 height,
                 fit: fit_of(v.choice("fit")),
-                gravity: gravity_of(v.choice("gravity")),
+                gravity: gravity_with_focus(v)?,
                 enlarge: v.bool("enlarge").unwrap_or(false),
             })
         },
@@ -293,6 +328,8 @@ pub static OPS: &[OpSpec] = &[
             p("width", SIDE, false, None, "thumbnail width (width, height or both)"),
             p("height", SIDE, false, None, "thumbnail height"),
             GRAVITY,
+            FOCAL_X,
+            FOCAL_Y,
         ],
         |v| {
             let (width, height) = match (v.u32("width"), v.u32("height")) {
@@ -304,7 +341,7 @@ pub static OPS: &[OpSpec] = &[
             Ok(Op::Thumbnail {
                 width,
                 height,
-                gravity: gravity_of(v.choice("gravity")),
+                gravity: gravity_with_focus(v)?,
             })
         },
         "width=200&height=200",

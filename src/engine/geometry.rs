@@ -167,7 +167,20 @@ pub fn place(image: &DynamicImage, cw: u32, ch: u32, gravity: Gravity) -> (u32, 
         Gravity::SouthEast => (sx, sy),
         Gravity::SouthWest => (0, sy),
         Gravity::Smart => smart::best_window(image, cw, ch),
+        Gravity::Focal { x, y } => (
+            focal_start(image.width(), cw, x),
+            focal_start(image.height(), ch, y),
+        ),
     }
+}
+
+/// Start of a `window`-long span of a `len`-long side that centres the
+/// point at `at` ten-thousandths of the side, moved inside the bounds.
+fn focal_start(len: u32, window: u32, at: u16) -> u32 {
+    let point = u64::from(len) * u64::from(at.min(10_000)) / 10_000;
+    let start = point.saturating_sub(u64::from(window) / 2);
+    let max = u64::from(len.saturating_sub(window));
+    u32::try_from(start.min(max)).unwrap_or(0)
 }
 
 /// Lanczos3 convolution with SIMD (fast_image_resize), into a new image of
@@ -519,6 +532,13 @@ mod tests {
         assert_eq!(place(&img, 50, 50, Gravity::West), (0, 0));
         assert_eq!(place(&img, 50, 20, Gravity::SouthEast), (50, 30));
         assert_eq!(place(&img, 50, 20, Gravity::North), (25, 0));
+        // The focal point is centred where the bounds allow.
+        let focal = |x, y| Gravity::Focal { x, y };
+        assert_eq!(place(&img, 50, 20, focal(5_000, 5_000)), (25, 15));
+        assert_eq!(place(&img, 50, 20, focal(0, 0)), (0, 0));
+        assert_eq!(place(&img, 50, 20, focal(10_000, 10_000)), (50, 30));
+        assert_eq!(place(&img, 50, 20, focal(2_000, 8_000)), (0, 30));
+        assert_eq!(place(&img, 50, 20, focal(6_000, 4_000)), (35, 10));
     }
 
     #[test]

@@ -63,6 +63,13 @@ pub enum Gravity {
     SouthWest,
     /// The window with the most detail (highest luma entropy).
     Smart,
+    /// Keep the point (`x`, `y`) as close to the centre of the crop as the
+    /// image allows; in ten-thousandths of the width and height from the
+    /// left and top edges (whole numbers keep the type `Eq`).
+    Focal {
+        x: u16,
+        y: u16,
+    },
 }
 
 /// One image operation. The front builds these from query parameters (and

@@ -97,6 +97,19 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// Prints the latency summary the bench parses.
+fn report(mut samples: Vec<f64>, errors: u64) -> ExitCode {
+    samples.sort_by(f64::total_cmp);
+    println!(
+        "n={} p50_ms={:.3} p99_ms={:.3} max_ms={:.3} errors={errors}",
+        samples.len(),
+        percentile(&samples, 50.0),
+        percentile(&samples, 99.0),
+        samples.last().copied().unwrap_or(f64::NAN),
+    );
+    ExitCode::SUCCESS
+}
+
 fn healthz(addr: &str, seconds: f64, interval: Duration) -> ExitCode {
     let mut conn = Conn::new(addr);
     let mut samples = Vec::new();
@@ -116,15 +129,7 @@ fn healthz(addr: &str, seconds: f64, interval: Duration) -> ExitCode {
             next = Instant::now();
         }
     }
-    samples.sort_by(f64::total_cmp);
-    println!(
-        "n={} p50_ms={:.3} p99_ms={:.3} max_ms={:.3} errors={errors}",
-        samples.len(),
-        percentile(&samples, 50.0),
-        percentile(&samples, 99.0),
-        samples.last().copied().unwrap_or(f64::NAN),
-    );
-    ExitCode::SUCCESS
+    report(samples, errors)
 }
 
 /// `GET path` at a fixed `rate` per second on one keep-alive connection;
@@ -147,15 +152,7 @@ fn scheduled(addr: &str, path: &str, seconds: f64, rate: f64) -> ExitCode {
             _ => errors += 1,
         }
     }
-    samples.sort_by(f64::total_cmp);
-    println!(
-        "n={} p50_ms={:.3} p99_ms={:.3} max_ms={:.3} errors={errors}",
-        samples.len(),
-        percentile(&samples, 50.0),
-        percentile(&samples, 99.0),
-        samples.last().copied().unwrap_or(f64::NAN),
-    );
-    ExitCode::SUCCESS
+    report(samples, errors)
 }
 
 fn ready(addr: &str, workers: usize, timeout: f64) -> ExitCode {

@@ -283,13 +283,7 @@ fn etags_304s_and_cache_control() {
     let dir = temp_dir();
     let state = dir.display().to_string();
     let (origin, _) = http_origin();
-    let flags = [
-        "--state-dir",
-        state.as_str(),
-        "--allow-url-source",
-        "--allowed-private-networks",
-        "127.0.0.1/32",
-    ];
+    let flags = url_sources(&state, &[]);
     let s = Server::start(&flags);
     let img = corpus_file(CAT);
     let r = s.post("/v1/resize?width=40", &img);
@@ -457,6 +451,20 @@ fn cache_of(r: &common::Resp) -> &str {
         .unwrap_or("")
 }
 
+/// Flags of a server with its own state dir and URL sources from this
+/// machine's loopback origins, plus `extra`.
+fn url_sources<'a>(state: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut flags = vec![
+        "--state-dir",
+        state,
+        "--allow-url-source",
+        "--allowed-private-networks",
+        "127.0.0.1/32",
+    ];
+    flags.extend_from_slice(extra);
+    flags
+}
+
 /// Requests the workers have run, summed over the slots.
 fn served(s: &Server) -> u64 {
     s.readyz()["slots"]
@@ -495,15 +503,7 @@ fn the_result_cache_serves_repeats_without_a_worker_across_restarts() {
     let dir = temp_dir();
     let state = dir.display().to_string();
     let (origin, hits) = http_origin();
-    let flags = [
-        "--state-dir",
-        state.as_str(),
-        "--cache-size",
-        "64MiB",
-        "--allow-url-source",
-        "--allowed-private-networks",
-        "127.0.0.1/32",
-    ];
+    let flags = url_sources(&state, &["--cache-size", "64MiB"]);
     let s = Server::start(&flags);
     let img = corpus_file(CAT);
     let first = s.post("/v1/resize?width=40", &img);

@@ -1,13 +1,10 @@
 //! Latency probe for the bench: what a health checker or an interactive
 //! client sees while the workers are saturated.
 //!
-//! `cargo run --release --example probe -- healthz HOST:PORT SECONDS [INTERVAL_MS]`
-//!   samples `GET /healthz` every INTERVAL_MS (default 5) on one keep-alive
-//!   connection and prints `n=… p50_ms=… p99_ms=… max_ms=… errors=…`.
-//!
 //! `cargo run --release --example probe -- sched HOST:PORT PATH SECONDS RATE`
 //!   GETs PATH at a fixed RATE per second on one keep-alive connection and
-//!   counts each latency from the request's scheduled send time.
+//!   counts each latency from the request's scheduled send time; prints
+//!   `n=… p50_ms=… p99_ms=… max_ms=… errors=…`.
 //!
 //! `cargo run --release --example probe -- ready HOST:PORT WORKERS TIMEOUT_S`
 //!   polls `GET /readyz` every millisecond until every one of WORKERS slots
@@ -110,28 +107,6 @@ fn report(mut samples: Vec<f64>, errors: u64) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn healthz(addr: &str, seconds: f64, interval: Duration) -> ExitCode {
-    let mut conn = Conn::new(addr);
-    let mut samples = Vec::new();
-    let mut errors = 0u64;
-    let end = Instant::now() + Duration::from_secs_f64(seconds);
-    let mut next = Instant::now();
-    while Instant::now() < end {
-        let t = Instant::now();
-        match conn.get("/healthz") {
-            Ok((200, _)) => samples.push(t.elapsed().as_secs_f64() * 1000.0),
-            _ => errors += 1,
-        }
-        next += interval;
-        if let Some(wait) = next.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        } else {
-            next = Instant::now();
-        }
-    }
-    report(samples, errors)
-}
-
 /// `GET path` at a fixed `rate` per second on one keep-alive connection;
 /// each latency is counted from the request's scheduled send time, so a
 /// stall delays every request scheduled behind it and is counted for each
@@ -184,18 +159,13 @@ fn main() -> ExitCode {
         args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default)
     };
     match args.first().map(String::as_str) {
-        Some("healthz") if args.len() >= 3 => healthz(
-            &args[1],
-            num(2, 10.0),
-            Duration::from_secs_f64(num(3, 5.0) / 1000.0),
-        ),
         Some("sched") if args.len() >= 5 => {
             scheduled(&args[1], &args[2], num(3, 10.0), num(4, 20.0))
         }
         Some("ready") if args.len() >= 3 => ready(&args[1], num(2, 1.0) as usize, num(3, 20.0)),
         _ => {
             eprintln!(
-                "usage: probe healthz HOST:PORT SECONDS [INTERVAL_MS] | probe sched HOST:PORT PATH SECONDS RATE | probe ready HOST:PORT WORKERS TIMEOUT_S"
+                "usage: probe sched HOST:PORT PATH SECONDS RATE | probe ready HOST:PORT WORKERS TIMEOUT_S"
             );
             ExitCode::from(2)
         }

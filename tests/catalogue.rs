@@ -622,20 +622,13 @@ fn pipelines_equal_single_requests() {
     assert!(s.stop().success());
 }
 
-fn requests_served(s: &Server) -> u64 {
-    s.readyz()["slots"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|v| v["requests"].as_u64()).sum())
-        .unwrap_or(0)
-}
-
 #[test]
 fn bad_parameters_are_400s_that_never_reach_a_worker() {
     let s = Server::start(&[]);
     let photo = corpus_file(PHOTO);
     // Warm both workers so the counters exist.
     ok(s.post("/v1/flip", &photo), "warm");
-    let before = requests_served(&s);
+    let before = s.requests_served();
     let cases: &[(&str, u16, &str)] = &[
         ("/v1/resize?width=-5", 400, "width"),
         ("/v1/resize?width=10&fit=squash", 400, "fit"),
@@ -679,7 +672,7 @@ fn bad_parameters_are_400s_that_never_reach_a_worker() {
     let r = s.post("/v1/explode", &photo);
     assert_eq!((r.status, r.error_code().as_str()), (404, "unknown_op"));
     assert_eq!(
-        requests_served(&s),
+        s.requests_served(),
         before,
         "no bad request reached a worker"
     );

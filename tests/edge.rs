@@ -322,18 +322,12 @@ fn etags_304s_and_cache_control() {
     let first = s.get(&path);
     assert_eq!(first.status, 200);
     let url_etag = first.header("etag").expect("etag").to_string();
-    let served = |s: &Server| -> u64 {
-        s.readyz()["slots"]
-            .as_array()
-            .map(|a| a.iter().map(|x| x["requests"].as_u64().unwrap_or(0)).sum())
-            .unwrap_or(0)
-    };
-    let before = served(&s);
+    let before = s.requests_served();
     let mut req = common::agent().get(&s.url(&path));
     req = req.header("If-None-Match", &url_etag);
     let r = req.call().expect("conditional GET");
     assert_eq!(r.status().as_u16(), 304);
-    assert_eq!(served(&s), before, "a 304 runs nothing");
+    assert_eq!(s.requests_served(), before, "a 304 runs nothing");
     // HEAD: the same headers, no body.
     let r = common::agent().head(&s.url(&path)).call().expect("HEAD");
     assert_eq!(r.status().as_u16(), 200);
@@ -465,14 +459,6 @@ fn url_sources<'a>(state: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     flags
 }
 
-/// Requests the workers have run, summed over the slots.
-fn served(s: &Server) -> u64 {
-    s.readyz()["slots"]
-        .as_array()
-        .map(|a| a.iter().map(|x| x["requests"].as_u64().unwrap_or(0)).sum())
-        .unwrap_or(0)
-}
-
 /// Waits until the cache holds `n` entries (they are written in the
 /// background, after the response).
 fn wait_entries(s: &Server, n: f64) {
@@ -510,7 +496,7 @@ fn the_result_cache_serves_repeats_without_a_worker_across_restarts() {
     assert_eq!(first.status, 200);
     assert_eq!(cache_of(&first), "miss");
     wait_entries(&s, 1.0);
-    let before = served(&s);
+    let before = s.requests_served();
     let again = s.post("/v1/resize?width=40", &img);
     assert_eq!(again.status, 200);
     assert_eq!(cache_of(&again), "hit");
@@ -518,7 +504,7 @@ fn the_result_cache_serves_repeats_without_a_worker_across_restarts() {
     assert_eq!(again.header("etag"), first.header("etag"));
     assert_eq!(again.header("content-type"), Some("image/jpeg"));
     assert_eq!(again.header("x-image-width"), Some("40"));
-    assert_eq!(served(&s), before, "a hit touches no worker");
+    assert_eq!(s.requests_served(), before, "a hit touches no worker");
     // Another op is another entry.
     let other = s.post("/v1/resize?width=41", &img);
     assert_eq!(cache_of(&other), "miss");
@@ -533,11 +519,11 @@ fn the_result_cache_serves_repeats_without_a_worker_across_restarts() {
     let miss = s.get(&path);
     assert_eq!(miss.status, 200);
     wait_entries(&s, 3.0);
-    let before = served(&s);
+    let before = s.requests_served();
     let hit = s.get(&path);
     assert_eq!(cache_of(&hit), "hit");
     assert_eq!(hit.body, miss.body);
-    assert_eq!(served(&s), before);
+    assert_eq!(s.requests_served(), before);
     assert_eq!(
         hits.load(Ordering::SeqCst),
         2,
@@ -581,20 +567,20 @@ fn the_result_cache_serves_repeats_without_a_worker_across_restarts() {
     let s = Server::start(&flags);
     assert_eq!(s.metric("pixfork_cache_entries"), Some(4.0));
     assert_eq!(s.metric("pixfork_cache_bytes"), Some(bytes));
-    let before = served(&s);
+    let before = s.requests_served();
     let r = s.post("/v1/resize?width=40", &img);
     assert_eq!(cache_of(&r), "hit");
     assert_eq!(r.body, first.body);
-    assert_eq!(served(&s), before);
+    assert_eq!(s.requests_served(), before);
     assert!(s.stop().success());
 
     // --cache-size 0: off, every request runs.
     let s = Server::start(&["--state-dir", state.as_str(), "--cache-size", "0"]);
     let r = s.post("/v1/resize?width=40", &img);
     assert_eq!(cache_of(&r), "", "no cache stage");
-    assert_eq!(served(&s), 1);
+    assert_eq!(s.requests_served(), 1);
     s.post("/v1/resize?width=40", &img);
-    assert_eq!(served(&s), 2);
+    assert_eq!(s.requests_served(), 2);
     assert!(s.stop().success());
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -616,12 +602,12 @@ fn a_damaged_entry_is_dropped_and_recomputed_never_served() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x10;
     std::fs::write(&files[0], &bytes).expect("damage");
-    let before = served(&s);
+    let before = s.requests_served();
     let r = s.post("/v1/resize?width=40&format=png", &img);
     assert_eq!(r.status, 200);
     assert_eq!(cache_of(&r), "miss");
     assert_eq!(r.body, first.body, "recomputed, not the damaged bytes");
-    assert_eq!(served(&s), before + 1);
+    assert_eq!(s.requests_served(), before + 1);
     assert_eq!(s.metric("pixfork_cache_corrupt_total"), Some(1.0));
     // Written again whole.
     wait_entries(&s, 1.0);
@@ -734,7 +720,7 @@ fn concurrent_identical_misses_run_the_op_once() {
         .into_iter()
         .map(|c| c.join().expect("client"))
         .collect();
-    assert_eq!(served(&s), 1, "one run for six identical requests");
+    assert_eq!(s.requests_served(), 1, "one run for six identical requests");
     let misses = answers
         .iter()
         .filter(|(t, _)| t.contains("cache;desc=miss"))

@@ -196,11 +196,7 @@ fn stop_clean(s: Server) {
 fn a_damaged_database_file_does_not_stop_the_service() {
     for damage in ["header", "truncate"] {
         let dir = temp_dir();
-        let dir_arg = dir.display().to_string();
-        let flags = ["--state-dir", dir_arg.as_str()];
-        let s = Server::start(&flags);
-        let id = submit(&s, "resize?width=16", &corpus_file(CAT));
-        wait_finished(&s, std::slice::from_ref(&id), Duration::from_secs(20));
+        let (s, id) = one_finished_job(&dir, "resize?width=16");
         stop_clean(s);
         let db = dir.join("jobs.sqlite3");
         let mut bytes = std::fs::read(&db).expect("read the database");
@@ -210,7 +206,7 @@ fn a_damaged_database_file_does_not_stop_the_service() {
         }
         std::fs::write(&db, &bytes).expect("damage the database");
 
-        let s = Server::start(&flags);
+        let s = start_in(&dir);
         assert_eq!(
             s.post("/v1/resize?width=8", &corpus_file(CAT)).status,
             200,
@@ -248,14 +244,25 @@ fn a_damaged_database_file_does_not_stop_the_service() {
     }
 }
 
+/// pixfork with its job store in `dir`.
+fn start_in(dir: &std::path::Path) -> Server {
+    let arg = dir.display().to_string();
+    Server::start(&["--state-dir", arg.as_str()])
+}
+
+/// pixfork with its job store in `dir`, and one job (`query` on the cat
+/// photo) that has finished there.
+fn one_finished_job(dir: &std::path::Path, query: &str) -> (Server, String) {
+    let s = start_in(dir);
+    let id = submit(&s, query, &corpus_file(CAT));
+    wait_finished(&s, std::slice::from_ref(&id), Duration::from_secs(20));
+    (s, id)
+}
+
 #[test]
 fn a_damaged_result_is_never_served() {
     let dir = temp_dir();
-    let dir_arg = dir.display().to_string();
-    let flags = ["--state-dir", dir_arg.as_str()];
-    let s = Server::start(&flags);
-    let id = submit(&s, "resize?width=64", &corpus_file(CAT));
-    wait_finished(&s, std::slice::from_ref(&id), Duration::from_secs(20));
+    let (s, id) = one_finished_job(&dir, "resize?width=64");
     let result = s.get(&format!("/v1/jobs/{id}/result"));
     assert_eq!(result.status, 200);
     stop_clean(s);
@@ -272,7 +279,7 @@ fn a_damaged_result_is_never_served() {
     }
     std::fs::write(&db, &bytes).expect("damage the result");
 
-    let s = Server::start(&flags);
+    let s = start_in(&dir);
     assert_eq!(
         s.readyz()["job_store"],
         "up",
@@ -337,16 +344,12 @@ fn a_full_disk_fails_the_job_and_frees_its_slot() {
 #[test]
 fn a_database_moved_aside_answers_410_for_its_jobs() {
     let dir = temp_dir();
-    let dir_arg = dir.display().to_string();
-    let flags = ["--state-dir", dir_arg.as_str()];
-    let s = Server::start(&flags);
-    let id = submit(&s, "resize?width=16", &corpus_file(CAT));
-    wait_finished(&s, std::slice::from_ref(&id), Duration::from_secs(20));
+    let (s, id) = one_finished_job(&dir, "resize?width=16");
     stop_clean(s);
     for f in ["jobs.sqlite3", "jobs.sqlite3-wal", "jobs.sqlite3-shm"] {
         let _ = std::fs::remove_file(dir.join(f));
     }
-    let s = Server::start(&flags);
+    let s = start_in(&dir);
     let r = s.get(&format!("/v1/jobs/{id}"));
     assert_eq!((r.status, r.error_code().as_str()), (410, "job_lost"));
     assert_eq!(s.metric("pixfork_job_store_resets_total"), Some(1.0));

@@ -28,12 +28,11 @@ struct Target {
     tls: bool,
 }
 
-/// A fetched source: its bytes and the validators its origin sent, which
-/// name this version of it (for ETags of results made from it).
+/// A fetched source: its bytes, its `Last-Modified` (passed on to
+/// clients) and the lifetime its origin gave it.
 #[derive(Debug, Clone)]
 pub struct Fetched {
     pub bytes: Bytes,
-    pub etag: Option<String>,
     pub last_modified: Option<String>,
     /// How long the origin says this version stays current
     /// (`Cache-Control: s-maxage` or `max-age`); `None` when it says
@@ -433,7 +432,6 @@ async fn follow(cfg: &SourceConfig, mut uri: Uri, hold: &mut Hold) -> Result<Fet
                 .and_then(|v: &HeaderValue| v.to_str().ok())
                 .map(str::to_string)
         };
-        let etag = header(header::ETAG);
         let last_modified = header(header::LAST_MODIFIED);
         let fresh_for = freshness(resp.headers());
         let bytes = read_capped(resp, cfg.max_bytes, Some(hold)).await?;
@@ -441,7 +439,6 @@ async fn follow(cfg: &SourceConfig, mut uri: Uri, hold: &mut Hold) -> Result<Fet
         cfg.conns.put(place, conn);
         return Ok(Fetched {
             bytes,
-            etag,
             last_modified,
             fresh_for,
         });

@@ -309,6 +309,14 @@ impl Server {
         v
     }
 
+    /// Requests the workers have run, summed over the slots.
+    pub fn requests_served(&self) -> u64 {
+        self.readyz()["slots"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|v| v["requests"].as_u64()).sum())
+            .unwrap_or(0)
+    }
+
     /// (slot, pid, state) of every slot.
     pub fn slots(&self) -> Vec<(u64, Option<u32>, String)> {
         self.readyz()["slots"]

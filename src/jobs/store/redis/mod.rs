@@ -196,28 +196,15 @@ impl RedisStore {
     /// This consumer's own pending entries whose jobs it does not run now:
     /// delivered to it, but the delivery or the claim's answer was lost.
     async fn own_pending(&self) -> Result<Vec<(String, String)>, StoreError> {
-        let reply: Option<StreamReadReply> = ::redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(GROUP)
-            .arg(&self.consumer)
-            .arg("COUNT")
-            .arg(16)
-            .arg("STREAMS")
-            .arg(stream_key())
-            .arg("0")
-            .query_async(&mut self.conn.clone())
-            .await
-            .map_err(|e| self.group_lost(e))?;
+        let entries = self.read_group(&self.conn, 16, None, "0").await?;
         let running = self
             .running_here
             .lock()
             .map(|r| r.clone())
             .unwrap_or_default();
-        Ok(reply
-            .into_iter()
-            .flat_map(|r| r.keys)
-            .flat_map(|k| k.ids)
-            .filter_map(|e| entry_job_id(&e))
+        Ok(entries
+            .iter()
+            .filter_map(entry_job_id)
             .filter(|(_, id)| !running.contains(id))
             .collect())
     }
@@ -362,24 +349,40 @@ impl RedisStore {
     }
 
     async fn read_one(&self) -> Result<Option<(String, String)>, StoreError> {
-        let reply: Option<StreamReadReply> = ::redis::cmd("XREADGROUP")
-            .arg("GROUP")
+        let entries = self
+            .read_group(&self.reader, 1, Some(READ_BLOCK), ">")
+            .await?;
+        Ok(self.first_job(entries).await)
+    }
+
+    /// `XREADGROUP` for this consumer: up to `count` entries after `from`
+    /// (`0`: its own pending ones; `>`: new ones), waiting up to `block`.
+    async fn read_group(
+        &self,
+        conn: &ConnectionManager,
+        count: usize,
+        block: Option<Duration>,
+        from: &str,
+    ) -> Result<Vec<StreamId>, StoreError> {
+        let mut cmd = ::redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
             .arg(GROUP)
             .arg(&self.consumer)
             .arg("COUNT")
-            .arg(1)
-            .arg("BLOCK")
-            .arg(millis(READ_BLOCK))
+            .arg(count);
+        if let Some(block) = block {
+            cmd.arg("BLOCK").arg(millis(block));
+        }
+        let reply: Option<StreamReadReply> = cmd
             .arg("STREAMS")
             .arg(stream_key())
-            .arg(">")
-            .query_async(&mut self.reader.clone())
+            .arg(from)
+            .query_async(&mut conn.clone())
             .await
             .map_err(|e| self.group_lost(e))?;
-        let entries = reply
+        Ok(reply
             .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
-            .unwrap_or_default();
-        Ok(self.first_job(entries).await)
+            .unwrap_or_default())
     }
 
     /// The first entry that names a job. Entries that do not (written by

@@ -11,3 +11,26 @@ need() {
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
 }
+
+# `need_lib PKG_CONFIG_NAME PACKAGE ...`: the same for C libraries the
+# build links, found by pkg-config.
+need_lib() {
+    need pkg-config pkg-config
+    local missing=()
+    while [ $# -ge 2 ]; do
+        pkg-config --exists "$1" 2>/dev/null || missing+=("$2")
+        shift 2
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "installing: ${missing[*]}" >&2
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+# What `cargo build` needs beyond a C compiler: cmake and a C++ compiler
+# build the vendored libheif (HEIC and AVIF input) against Debian's HEVC
+# (libde265) and AV1 (dav1d) decoders.
+need_build_deps() {
+    need cmake cmake g++ g++
+    need_lib libde265 libde265-dev dav1d libdav1d-dev
+}

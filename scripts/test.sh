@@ -17,6 +17,7 @@ fi
 # its SIMD kernels, as in production (see scripts/serve.sh); node and
 # openssl run the README's URL-signing examples (tests/edge.rs).
 source scripts/need.sh
+need_build_deps
 need systemd-socket-activate systemd redis-server redis-server chattr e2fsprogs nasm nasm \
     node nodejs openssl openssl
 # schemathesis (PyPI) fuzzes the HTTP API from /openapi.json (tests/api_schema.rs);

@@ -13,6 +13,13 @@
 //! siblings. Before the filter, a worker started as root
 //! switches to an unprivileged user, and no-new-privileges is set so no
 //! exec could ever regain them.
+//!
+//! Threads: one decoder (libde265, for HEIC) cannot decode without a
+//! worker thread of its own, so `clone` is allowed, but only with
+//! `CLONE_THREAD` set: a new thread in this process, under this filter,
+//! never a new process. `clone3`, whose flags sit in memory where a filter
+//! cannot read them, answers `ENOSYS`, and glibc then falls back to
+//! `clone`. A thread can do nothing the process could not.
 
 use std::collections::BTreeMap;
 
@@ -76,6 +83,12 @@ const ALLOWED: &[libc::c_long] = &[
     libc::SYS_gettid,
     libc::SYS_exit,
     libc::SYS_exit_group,
+    // A new thread's start-up in glibc (see the module docs on threads).
+    libc::SYS_set_robust_list,
+    libc::SYS_rseq,
+    // Refused with ENOSYS by the second filter; allowed here so that the
+    // kill action of this one does not win.
+    libc::SYS_clone3,
 ];
 
 /// Compiles the allow-list for the running architecture; `pid` is this
@@ -91,6 +104,18 @@ fn filter(pid: u32) -> Result<BpfProgram, SandboxError> {
         libc::SYS_tgkill,
         vec![SeccompRule::new(vec![own_tgid]).map_err(build)?],
     );
+    let thread = libc::CLONE_THREAD as u64;
+    let only_threads = SeccompCondition::new(
+        0,
+        SeccompCmpArgLen::Qword,
+        SeccompCmpOp::MaskedEq(thread),
+        thread,
+    )
+    .map_err(build)?;
+    rules.insert(
+        libc::SYS_clone,
+        vec![SeccompRule::new(vec![only_threads]).map_err(build)?],
+    );
     let arch = std::env::consts::ARCH
         .try_into()
         .map_err(|e: seccompiler::BackendError| SandboxError::Build(e.to_string()))?;
@@ -104,6 +129,23 @@ fn filter(pid: u32) -> Result<BpfProgram, SandboxError> {
     filter
         .try_into()
         .map_err(|e: seccompiler::BackendError| SandboxError::Build(e.to_string()))
+}
+
+/// The second filter: `clone3` fails with `ENOSYS` (its flags cannot be
+/// checked), everything else is left to the first.
+fn clone3_filter() -> Result<BpfProgram, SandboxError> {
+    let build = |e: seccompiler::BackendError| SandboxError::Build(e.to_string());
+    let rules: BTreeMap<i64, Vec<SeccompRule>> =
+        std::iter::once((libc::SYS_clone3, Vec::new())).collect();
+    let arch = std::env::consts::ARCH.try_into().map_err(build)?;
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        arch,
+    )
+    .map_err(|e| SandboxError::Build(e.to_string()))?;
+    filter.try_into().map_err(build)
 }
 
 /// Switches to `user` when running as root (no-op otherwise). The kernel
@@ -122,9 +164,13 @@ pub fn drop_privileges(user: Option<&str>) -> Result<(), SandboxError> {
 /// writes, since the default hook may open files to symbolise a backtrace.
 pub fn install_filter() -> Result<(), SandboxError> {
     let program = filter(std::process::id())?;
+    let clone3 = clone3_filter()?;
     std::panic::set_hook(Box::new(|info| {
         eprintln!("pixfork-worker: {info}");
     }));
+    // The permissive one first: applying a filter takes prctl and seccomp
+    // calls, which the allow-list refuses once it is on.
+    seccompiler::apply_filter(&clone3).map_err(|e| SandboxError::Apply(e.to_string()))?;
     seccompiler::apply_filter(&program).map_err(|e| SandboxError::Apply(e.to_string()))
 }
 
@@ -152,5 +198,6 @@ mod tests {
     fn filter_compiles_for_this_architecture() {
         let program = super::filter(std::process::id()).expect("filter");
         assert!(program.len() > super::ALLOWED.len());
+        assert!(!super::clone3_filter().expect("clone3 filter").is_empty());
     }
 }

@@ -294,6 +294,9 @@ pub fn serve(args: &WorkerArgs) -> Result<(), WorkerError> {
     proto::check_hello(&theirs)?;
     #[cfg(feature = "test-ops")]
     engine::set_test_parent(nix::unistd::getppid().as_raw());
+    // Codec state that reads nothing at request time: libheif's registry,
+    // the SVG font built into the binary.
+    engine::prepare();
     if !args.no_sandbox {
         crate::sandbox::drop_privileges(args.user.as_deref())?;
         // A credential change clears the parent-death signal: set it again.

@@ -501,6 +501,21 @@ fn format_auto_follows_accept_and_varies() {
             &photo,
             &[("accept", chrome)],
         ),
+        "auto avif",
+    );
+    assert_eq!(r.header("content-type"), Some("image/avif"));
+    assert_eq!(r.header("vary"), Some("Accept"));
+    let info = ok(s.post("/v1/info", &r.body), "avif reads back").json();
+    assert_eq!(
+        (info["width"].as_u64(), info["height"].as_u64()),
+        (Some(100), Some(67))
+    );
+    let r = ok(
+        s.post_with(
+            "/v1/resize?width=100&format=auto",
+            &photo,
+            &[("accept", "image/avif;q=0,image/webp,*/*")],
+        ),
         "auto webp",
     );
     assert_eq!(r.header("content-type"), Some("image/webp"));

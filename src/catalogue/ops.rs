@@ -93,18 +93,26 @@ fn gravity_with_focus(v: &Values) -> Result<Gravity, ParamError> {
 pub const OUTPUT_PARAMS: &[ParamSpec] = &[
     p(
         "format",
-        Kind::Choice(&["jpeg", "jpg", "png", "gif", "webp", "auto"]),
+        Kind::Choice(&["jpeg", "jpg", "png", "gif", "webp", "avif", "auto"]),
         false,
         None,
         "output format; default: the input's family (animated input stays an animated GIF); \
-         auto: WebP when the request's Accept lists image/webp, else the default (the response then has Vary: Accept)",
+         auto: AVIF when the request's Accept lists image/avif, else WebP when it lists image/webp, \
+         else the default (the response then has Vary: Accept)",
     ),
     p(
         "quality",
         Kind::UInt { min: 1, max: 100 },
         false,
         Some("80"),
-        "JPEG and lossy WebP quality",
+        "JPEG, lossy WebP and AVIF quality",
+    ),
+    p(
+        "effort",
+        Kind::UInt { min: 0, max: 9 },
+        false,
+        Some("4"),
+        "AVIF encoder effort: 0 fastest, 9 smallest files",
     ),
     p(
         "progressive",
@@ -723,6 +731,7 @@ fn output_format(word: &str) -> Option<OutputFormat> {
         "png" => Some(OutputFormat::Png),
         "gif" => Some(OutputFormat::Gif),
         "webp" => Some(OutputFormat::Webp),
+        "avif" => Some(OutputFormat::Avif),
         _ => None,
     }
 }
@@ -739,6 +748,9 @@ pub(super) fn output_spec(values: &Values) -> (OutputSpec, bool) {
     }
     if let Some(q) = values.u8("quality") {
         output.quality = q;
+    }
+    if let Some(e) = values.u8("effort") {
+        output.effort = e;
     }
     if let Some(b) = values.bool("progressive") {
         output.progressive = b;

@@ -205,6 +205,11 @@ pub fn decode(
             let decoder = IcoDecoder::new(cursor).map_err(err)?;
             decode_still(decoder, format, limits)
         }
+        // Their decoders build on this module's types, so the engine
+        // dispatches to them before calling here (`engine::decode_input`).
+        InputFormat::Avif | InputFormat::Heif | InputFormat::Jxl | InputFormat::Svg => Err(
+            EngineError::Internal(format!("{} reached the wrong decoder", format.label())),
+        ),
     }
 }
 
@@ -339,7 +344,7 @@ fn collect_frames(
 }
 
 /// A one-frame "animation" is a still image; more frames stay an animation.
-fn finish_animation(
+pub(super) fn finish_animation(
     format: InputFormat,
     (width, height): (u32, u32),
     color_type: ColorType,

@@ -9,7 +9,8 @@
 //! Encoders: JPEG by libjpeg-turbo (`libjpeg.rs`; baseline or progressive),
 //! PNG by `image`, GIF by the `gif` crate with a Wu palette per animation
 //! (quantette; see [`encode_gif_fast`]), WebP by
-//! libwebp (lossy or lossless, stills and animations; see `webp.rs`).
+//! libwebp (lossy or lossless, stills and animations; see `webp.rs`), AVIF
+//! by rav1e (stills; see `avif.rs`).
 
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 use image::{DynamicImage, GrayImage, RgbImage, RgbaImage};
@@ -35,6 +36,7 @@ fn max_side(format: OutputFormat) -> u32 {
         OutputFormat::Gif => u32::from(u16::MAX),
         OutputFormat::Webp => 16383,
         OutputFormat::Png => i32::MAX as u32,
+        OutputFormat::Avif => super::avif::MAX_SIDE,
     }
 }
 
@@ -89,6 +91,7 @@ pub fn encode(
         OutputFormat::Jpeg => encode_jpeg(image, quality, spec.progressive, tuning.libjpeg_encode)?,
         OutputFormat::Png => encode_png(image, spec.compression)?,
         OutputFormat::Webp => encode_webp(image, webp_settings(spec))?,
+        OutputFormat::Avif => super::avif::encode(image, quality, spec.effort)?,
         OutputFormat::Gif => gif_encoder(tuning)(
             vec![AnimFrame {
                 image: image.into_rgba8(),

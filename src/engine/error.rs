@@ -125,7 +125,7 @@ fn gif_memory_limit(err: &ImageError) -> bool {
 /// One tidy line of at most [`MAX_MESSAGE`] characters: decoder messages
 /// can hold Debug dumps (the png crate prints `ChunkType { type: IDAT, .. }`)
 /// and quotes that mean nothing to a client.
-fn clip(message: String) -> String {
+pub(super) fn clip(message: String) -> String {
     let one_line = tidy_chunk_types(&message)
         .replace(['\n', '\r', '\t'], " ")
         .replace('"', "");

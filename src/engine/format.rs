@@ -14,6 +14,14 @@ pub enum InputFormat {
     Bmp,
     Tiff,
     Ico,
+    /// AVIF: AV1 in HEIF (stills, grids, sequences).
+    Avif,
+    /// HEIC/HEIF: HEVC in HEIF (iPhone photos).
+    Heif,
+    /// JPEG XL, bare codestream or container.
+    Jxl,
+    /// SVG, rasterised by resvg.
+    Svg,
 }
 
 impl InputFormat {
@@ -27,6 +35,10 @@ impl InputFormat {
             InputFormat::Bmp => "bmp",
             InputFormat::Tiff => "tiff",
             InputFormat::Ico => "ico",
+            InputFormat::Avif => "avif",
+            InputFormat::Heif => "heif",
+            InputFormat::Jxl => "jxl",
+            InputFormat::Svg => "svg",
         }
     }
 
@@ -40,20 +52,30 @@ impl InputFormat {
             InputFormat::Bmp => "BMP",
             InputFormat::Tiff => "TIFF",
             InputFormat::Ico => "ICO",
+            InputFormat::Avif => "AVIF",
+            InputFormat::Heif => "HEIF",
+            InputFormat::Jxl => "JPEG XL",
+            InputFormat::Svg => "SVG",
         }
     }
 
     /// The output format used when the request names none (for a still
     /// image): stay in the input's family; formats we cannot write become PNG
-    /// because it is lossless and keeps alpha and 16-bit depth.
+    /// because it is lossless and keeps alpha and 16-bit depth. HEIC is a
+    /// camera format browsers do not show, so a photo becomes a JPEG (PNG
+    /// when it has alpha, decided by the encoder).
     pub fn default_output(self) -> OutputFormat {
         match self {
-            InputFormat::Jpeg => OutputFormat::Jpeg,
+            InputFormat::Jpeg | InputFormat::Heif => OutputFormat::Jpeg,
             InputFormat::Gif => OutputFormat::Gif,
             InputFormat::Webp => OutputFormat::Webp,
-            InputFormat::Png | InputFormat::Bmp | InputFormat::Tiff | InputFormat::Ico => {
-                OutputFormat::Png
-            }
+            InputFormat::Avif => OutputFormat::Avif,
+            InputFormat::Png
+            | InputFormat::Bmp
+            | InputFormat::Tiff
+            | InputFormat::Ico
+            | InputFormat::Jxl
+            | InputFormat::Svg => OutputFormat::Png,
         }
     }
 }

@@ -30,12 +30,15 @@
 //! filled), so a sleep request with an empty body still succeeds. Otherwise
 //! the remaining real ops run as usual.
 
+mod avif;
 mod decode;
 mod effects;
 mod encode;
 mod error;
 mod format;
 mod geometry;
+mod heif;
+mod jxl;
 mod libjpeg;
 mod limits;
 mod lzw;
@@ -43,6 +46,7 @@ mod ops;
 mod pixel;
 mod smart;
 mod sniff;
+mod svg;
 mod webp;
 
 #[cfg(test)]
@@ -57,6 +61,15 @@ use crate::proto::{ImageInfo, ImageMeta, Op, OutputFormat, Task, Timing, WorkErr
 
 use decode::{AnimFrame, Animation, Content, Decoded};
 use error::EngineError;
+use format::InputFormat;
+
+/// Builds what the decoders keep between requests (libheif's codec
+/// registry, the SVG font database) so that no request pays for it and
+/// nothing is read from disk once the sandbox is on.
+pub fn prepare() {
+    heif::prepare();
+    svg::prepare();
+}
 
 /// What a successful [`run`] produces.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,7 +244,7 @@ fn run_task(
             ));
         }
         let started = Instant::now();
-        let decoded = decode::decode(input, &task.limits, None, tuning);
+        let decoded = decode_input(input, &task.limits, None, tuning);
         timing.decode_us = micros_since(started);
         return Ok(Product::Info(info_of(&decoded?, input.len())));
     }
@@ -239,7 +252,7 @@ fn run_task(
     let need = first_op_need(ops.first(), task.output.autorotate, tuning);
     let need_fn = need.as_ref().map(|f| f as decode::Need<'_>);
     let started = Instant::now();
-    let decoded = decode::decode(input, &task.limits, need_fn, tuning);
+    let decoded = decode_input(input, &task.limits, need_fn, tuning);
     timing.decode_us = micros_since(started);
     let mut decoded = decoded?;
     if !task.output.autorotate {
@@ -256,8 +269,12 @@ fn run_task(
     timing.ops_us = micros_since(started);
     let content = content?;
 
-    let format = task.output.format.unwrap_or(match content {
+    let format = task.output.format.unwrap_or(match &content {
         Content::Animation(_) => OutputFormat::Gif,
+        // A HEIC with alpha would lose it in the JPEG of its family.
+        Content::Still(img) if input_format == InputFormat::Heif && img.color().has_alpha() => {
+            OutputFormat::Png
+        }
         Content::Still(_) => input_format.default_output(),
     });
     let started = Instant::now();
@@ -265,6 +282,23 @@ fn run_task(
     timing.encode_us = micros_since(started);
     let (bytes, meta) = encoded?;
     Ok(Product::Image { bytes, meta })
+}
+
+/// Sniffs the format and hands the bytes to its decoder: the HEIF family,
+/// JPEG XL and SVG have modules of their own (built on `decode`'s types),
+/// the rest go through `decode`.
+fn decode_input(
+    input: &[u8],
+    limits: &crate::proto::Limits,
+    need: Option<decode::Need<'_>>,
+    tuning: &Tuning,
+) -> Result<Decoded, EngineError> {
+    match sniff::detect(input)? {
+        format @ (InputFormat::Avif | InputFormat::Heif) => heif::decode(input, format, limits),
+        InputFormat::Jxl => jxl::decode(input, limits),
+        InputFormat::Svg => svg::decode(input, limits, need),
+        _ => decode::decode(input, limits, need, tuning),
+    }
 }
 
 /// `w` x `h` as shown after `orientation` (sides swapped by a quarter turn).

@@ -16,12 +16,13 @@ pub use super::format::InputFormat;
 /// Identifies the format from the magic bytes.
 ///
 /// Anything we do not decode, including empty and unrecognisable input, is
-/// `Unsupported`; AVIF gets its own message because clients often expect it.
+/// `Unsupported`.
 pub fn detect(data: &[u8]) -> Result<InputFormat, EngineError> {
-    if is_avif(data) {
-        return Err(EngineError::Unsupported(
-            "AVIF is not supported".to_string(),
-        ));
+    if let Some(format) = heif_brand(data) {
+        return Ok(format);
+    }
+    if is_jxl(data) {
+        return Ok(InputFormat::Jxl);
     }
     match image::guess_format(data) {
         Ok(ImageFormat::Jpeg) => Ok(InputFormat::Jpeg),
@@ -31,31 +32,83 @@ pub fn detect(data: &[u8]) -> Result<InputFormat, EngineError> {
         Ok(ImageFormat::Bmp) => Ok(InputFormat::Bmp),
         Ok(ImageFormat::Tiff) => Ok(InputFormat::Tiff),
         Ok(ImageFormat::Ico) => Ok(InputFormat::Ico),
-        Ok(ImageFormat::Avif) => Err(EngineError::Unsupported(
-            "AVIF is not supported".to_string(),
-        )),
+        Ok(ImageFormat::Avif) => Ok(InputFormat::Avif),
         Ok(other) => Err(EngineError::Unsupported(format!(
             "unsupported image format ({})",
             other.extensions_str().first().copied().unwrap_or("unknown")
         ))),
+        Err(_) if is_svg(data) => Ok(InputFormat::Svg),
         Err(_) => Err(EngineError::Unsupported(
             "unsupported or unrecognised image format".to_string(),
         )),
     }
 }
 
-/// An ISO-BMFF `ftyp` box whose major or compatible brands name AVIF.
-/// `image::guess_format` only knows the exact `ftypavif` major brand.
-fn is_avif(data: &[u8]) -> bool {
+/// The HEIF family member an ISO-BMFF `ftyp` box names: AVIF when its
+/// major or a compatible brand is `avif`/`avis`, HEIF for the HEVC brands
+/// (`heic`, `heix`, `hevc`, `heim`, `heis`, `hevx`) and the generic `mif1`
+/// and `msf1`. `image::guess_format` only knows the exact `ftypavif`.
+fn heif_brand(data: &[u8]) -> Option<InputFormat> {
     if data.len() < 12 || &data[4..8] != b"ftyp" {
-        return false;
+        return None;
     }
     let box_len = u32::from_be_bytes([data[0], data[1], data[2], data[3]]) as usize;
-    let end = box_len.clamp(12, 64).min(data.len());
+    let end = box_len.clamp(12, 128).min(data.len());
     // Major brand at 8..12, minor version at 12..16, compatible brands after.
     let brands =
-        std::iter::once(&data[8..12]).chain(data.get(16..end).unwrap_or(&[]).chunks_exact(4));
-    brands.into_iter().any(|b| b == b"avif" || b == b"avis")
+        || std::iter::once(&data[8..12]).chain(data.get(16..end).unwrap_or(&[]).chunks_exact(4));
+    if brands().any(|b| b == b"avif" || b == b"avis") {
+        return Some(InputFormat::Avif);
+    }
+    const HEIF: [&[u8]; 8] = [
+        b"heic", b"heix", b"hevc", b"heim", b"heis", b"hevx", b"mif1", b"msf1",
+    ];
+    brands()
+        .any(|b| HEIF.contains(&b))
+        .then_some(InputFormat::Heif)
+}
+
+/// Whether the bytes look like an SVG document: an `<svg` root after an
+/// optional BOM, XML declaration, comments and doctype.
+fn is_svg(data: &[u8]) -> bool {
+    let head = &data[..data.len().min(4096)];
+    let Ok(text) = std::str::from_utf8(head).or_else(|e| {
+        // A 4 KiB cut may split a character; what precedes it is enough.
+        std::str::from_utf8(&head[..e.valid_up_to()])
+    }) else {
+        return false;
+    };
+    let mut rest = text.trim_start_matches('\u{feff}').trim_start();
+    loop {
+        if let Some(after) = rest.strip_prefix("<?") {
+            match after.find("?>") {
+                Some(end) => rest = after[end + 2..].trim_start(),
+                None => return false,
+            }
+        } else if let Some(after) = rest.strip_prefix("<!--") {
+            match after.find("-->") {
+                Some(end) => rest = after[end + 3..].trim_start(),
+                None => return false,
+            }
+        } else if rest.starts_with("<!DOCTYPE") || rest.starts_with("<!doctype") {
+            // The doctype may hold an internal subset with '>' inside it.
+            let Some(svg) = rest.find("<svg") else {
+                return false;
+            };
+            rest = &rest[svg..];
+        } else {
+            return rest.starts_with("<svg")
+                && rest[4..].starts_with(|c: char| c.is_whitespace() || c == '>' || c == '/');
+        }
+    }
+}
+
+/// A JPEG XL bare codestream (`FF 0A`) or container (`JXL ` signature box).
+fn is_jxl(data: &[u8]) -> bool {
+    data.starts_with(&[0xff, 0x0a])
+        || data.starts_with(&[
+            0, 0, 0, 0x0c, b'J', b'X', b'L', b' ', 0x0d, 0x0a, 0x87, 0x0a,
+        ])
 }
 
 /// Width and height from a PNG's IHDR chunk, which must come first.
@@ -290,5 +343,22 @@ fn skip_sub_blocks(data: &[u8], mut pos: usize) -> Option<usize> {
             return Some(pos);
         }
         pos += n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_svg;
+
+    #[test]
+    fn sniffs_svg_roots_only() {
+        assert!(is_svg(b"<svg xmlns='http://www.w3.org/2000/svg'/>"));
+        assert!(is_svg(
+            b"\xef\xbb\xbf<?xml version='1.0'?>\n<!-- c -->\n<svg>"
+        ));
+        assert!(is_svg(b"<!DOCTYPE svg [<!ENTITY a 'b'>]>\n<svg width='1'>"));
+        assert!(!is_svg(b"<html><svg></svg></html>"));
+        assert!(!is_svg(b"<svgfoo>"));
+        assert!(!is_svg(b"\x89PNG\r\n"));
     }
 }

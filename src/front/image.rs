@@ -90,8 +90,12 @@ pub(super) async fn image_route(
         }
     };
     let mut task = parsed.task;
-    if parsed.auto_format && accepts_webp(req.headers()) {
-        task.output.format = Some(crate::proto::OutputFormat::Webp);
+    if parsed.auto_format {
+        if accepts(req.headers(), "image/avif") {
+            task.output.format = Some(crate::proto::OutputFormat::Avif);
+        } else if accepts(req.headers(), "image/webp") {
+            task.output.format = Some(crate::proto::OutputFormat::Webp);
+        }
     }
     let cacheable = app.cache.enabled() && !task.ops.iter().any(|op| op.is_test());
     let known = |key: String, last_modified: Option<String>| Known {
@@ -301,10 +305,11 @@ fn authorize(
     Ok((raw_query, Grant::Open))
 }
 
-/// Whether `Accept` names `image/webp` with a non-zero quality. Wildcards do
-/// not count: browsers that decode WebP list it explicitly, and `*/*` from a
-/// script says nothing about what it can show.
-fn accepts_webp(headers: &hyper::HeaderMap) -> bool {
+/// Whether `Accept` names `media` (`image/avif`, `image/webp`) with a
+/// non-zero quality. Wildcards do not count: browsers that decode these
+/// formats list them explicitly, and `*/*` from a script says nothing about
+/// what it can show.
+fn accepts(headers: &hyper::HeaderMap, media_type: &str) -> bool {
     headers
         .get_all(header::ACCEPT)
         .iter()
@@ -313,7 +318,7 @@ fn accepts_webp(headers: &hyper::HeaderMap) -> bool {
         .any(|range| {
             let mut parts = range.split(';').map(str::trim);
             let media = parts.next().unwrap_or("");
-            if !media.eq_ignore_ascii_case("image/webp") {
+            if !media.eq_ignore_ascii_case(media_type) {
                 return false;
             }
             // q=0 means "not acceptable".

@@ -232,6 +232,8 @@ pub enum OutputFormat {
     Png,
     Gif,
     Webp,
+    /// Still AVIF (AV1 in HEIF), encoded by rav1e.
+    Avif,
 }
 
 impl OutputFormat {
@@ -242,6 +244,7 @@ impl OutputFormat {
             OutputFormat::Png => "image/png",
             OutputFormat::Gif => "image/gif",
             OutputFormat::Webp => "image/webp",
+            OutputFormat::Avif => "image/avif",
         }
     }
 
@@ -252,6 +255,7 @@ impl OutputFormat {
             OutputFormat::Png => "png",
             OutputFormat::Gif => "gif",
             OutputFormat::Webp => "webp",
+            OutputFormat::Avif => "avif",
         }
     }
 }
@@ -282,6 +286,8 @@ pub struct OutputSpec {
     pub lossless: bool,
     /// Apply the EXIF orientation (on by default); `false` keeps the stored pixels.
     pub autorotate: bool,
+    /// AVIF encoder effort, 0 (fastest) ..= 9 (smallest files).
+    pub effort: u8,
 }
 
 impl Default for OutputSpec {
@@ -294,6 +300,7 @@ impl Default for OutputSpec {
             colors: 256,
             lossless: false,
             autorotate: true,
+            effort: 4,
         }
     }
 }

@@ -79,7 +79,7 @@ const IMAGE_ERRORS: &[&str] = &[
 fn image_body() -> Json {
     json!({
         "required": true,
-        "description": "the image bytes (JPEG, PNG, GIF, WebP, BMP, TIFF, ICO); the format is sniffed",
+        "description": "the image bytes (JPEG, PNG, GIF, WebP, BMP, TIFF, ICO, AVIF, HEIC/HEIF, JPEG XL, SVG); the format is sniffed",
         "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
     })
 }
@@ -99,6 +99,7 @@ fn image_ok() -> Json {
             "image/png": binary,
             "image/gif": binary,
             "image/webp": binary,
+            "image/avif": binary,
         },
     })
 }

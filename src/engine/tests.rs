@@ -107,6 +107,9 @@ struct Entry {
     height: Option<u32>,
     frames: Option<u32>,
     valid: bool,
+    /// `any`: either answer is right (formats that landed after the corpus
+    /// was written, checked by `tests/formats.rs`).
+    either: bool,
 }
 
 fn manifest() -> Vec<Entry> {
@@ -122,6 +125,7 @@ fn manifest() -> Vec<Entry> {
                 height: f[3].parse().ok(),
                 frames: f[4].parse().ok(),
                 valid: f[5] == "valid",
+                either: f[5] == "any",
             }
         })
         .collect()
@@ -153,6 +157,17 @@ fn manifest_walk() {
 }
 
 fn check_entry(entry: &Entry, input: &[u8]) -> Result<(), String> {
+    if entry.either {
+        // An image or a client error, never an internal one.
+        for op in [Op::Info, resize_w(100)] {
+            if let Err(e) = run(&task(vec![op]), input).0 {
+                if e.kind == ErrorKind::Internal {
+                    return Err(format!("internal error: {}", e.message));
+                }
+            }
+        }
+        return Ok(());
+    }
     if entry.valid {
         check_valid(entry, input)
     } else {
@@ -868,13 +883,11 @@ fn unsupported_inputs() {
     let err = error_of(&task(vec![Op::Convert]), b"");
     assert_eq!(err.kind, ErrorKind::Unsupported);
     assert_eq!(err.message, "unsupported or unrecognised image format");
-    let err = error_of(
-        &task(vec![Op::Info]),
-        &read("invalid/unsupported/avif_300x400.avif"),
-    );
+    // AVIF decodes now: the file once here as unsupported is a 300x400 image.
+    let info = info_of_bytes(&read("invalid/unsupported/avif_300x400.avif"));
     assert_eq!(
-        (err.kind, err.message.as_str()),
-        (ErrorKind::Unsupported, "AVIF is not supported")
+        (info.format.as_str(), info.width, info.height),
+        ("avif", 300, 400)
     );
     let err = error_of(
         &task(vec![Op::Convert]),

@@ -13,7 +13,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/need.sh
 # cmake, g++, libde265 and dav1d: the build cannot do without them.
-need_build_deps
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    need_build_deps
+fi
 if ! command -v nasm >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         need nasm nasm || echo "could not install nasm; building without SIMD JPEG decoding" >&2

@@ -6,9 +6,14 @@ need() {
         command -v "$1" >/dev/null 2>&1 || missing+=("$2")
         shift 2
     done
-    if [ ${#missing[@]} -gt 0 ]; then
-        echo "installing: ${missing[*]}" >&2
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    install_packages "${missing[@]}"
+}
+
+# One apt-get run for the packages named (none: nothing to do).
+install_packages() {
+    if [ $# -gt 0 ]; then
+        echo "installing: $*" >&2
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
     fi
 }
 
@@ -21,10 +26,7 @@ need_lib() {
         pkg-config --exists "$1" 2>/dev/null || missing+=("$2")
         shift 2
     done
-    if [ ${#missing[@]} -gt 0 ]; then
-        echo "installing: ${missing[*]}" >&2
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-    fi
+    install_packages "${missing[@]}"
 }
 
 # What `cargo build` needs beyond a C compiler: cmake and a C++ compiler

@@ -47,7 +47,12 @@ pub struct Entry {
 }
 
 pub fn manifest() -> Vec<Entry> {
-    let text = std::fs::read_to_string(corpus().join("MANIFEST.tsv")).expect("manifest");
+    manifest_file("MANIFEST.tsv")
+}
+
+/// The lines of one of the corpus's manifests (same columns in both).
+pub fn manifest_file(name: &str) -> Vec<Entry> {
+    let text = std::fs::read_to_string(corpus().join(name)).expect("manifest");
     text.lines()
         .skip(1)
         .filter(|l| !l.trim().is_empty())

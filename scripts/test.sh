@@ -15,11 +15,16 @@ fi
 # (tests/jobs_redis.rs starts its own); chattr (e2fsprogs) to make the job
 # database refuse writes at runtime; nasm so libjpeg-turbo is built with
 # its SIMD kernels, as in production (see scripts/serve.sh); node and
-# openssl run the README's URL-signing examples (tests/edge.rs).
+# openssl run the README's URL-signing examples (tests/edge.rs); chromium
+# (the Debian package) loads the playground page for tests/playground.rs.
 source scripts/need.sh
 need_build_deps
 need systemd-socket-activate systemd redis-server redis-server chattr e2fsprogs nasm nasm \
-    node nodejs openssl openssl
+    node nodejs npm npm openssl openssl chromium chromium
+# playwright-core (npm, pinned by tests/browser/package-lock.json) drives
+# that chromium; it downloads no browser of its own.
+[ -d tests/browser/node_modules/playwright-core ] ||
+    npm ci --prefix tests/browser --no-fund --no-audit --loglevel=error
 # schemathesis (PyPI) fuzzes the HTTP API from /openapi.json (tests/api_schema.rs);
 # pip puts its `st` command in the interpreter's scripts folder.
 PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"

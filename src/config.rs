@@ -213,6 +213,10 @@ pub struct MasterArgs {
     #[arg(long, env = "PIXFORK_JOB_SLOTS")]
     pub job_slots: Option<usize>,
 
+    /// Turn off the playground page at `GET /` (then `/` is a 404).
+    #[arg(long, env = "PIXFORK_NO_PLAYGROUND")]
+    pub no_playground: bool,
+
     /// Let clients name the image by `url=` (GET /v1/{op}?url=http://...)
     /// instead of sending it. Off by default: it makes pixfork fetch from
     /// addresses chosen by clients.

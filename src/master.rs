@@ -14,6 +14,7 @@ use crate::budget::ByteBudget;
 use crate::cache::{CacheConfig, ResultCache};
 use crate::config::MasterArgs;
 use crate::front::auth::{ApiKeys, Signer};
+use crate::front::playground::{PageSettings, Playground};
 use crate::front::{self, App, FrontConfig};
 use crate::jobs::{Jobs, JobsConfig};
 use crate::metrics::Metrics;
@@ -253,6 +254,13 @@ pub async fn run(args: MasterArgs, listener: TcpListener) -> Result<(), MasterEr
     tracing::info!(workers, "ready");
     systemd::ready(&systemd::status_line(&pool));
     systemd::spawn_heartbeat(pool.clone());
+    let playground = (!args.no_playground).then(|| {
+        Arc::new(Playground::new(PageSettings {
+            url_sources: sources.enabled,
+            api_keys: api_keys.is_some(),
+            signed_urls: signer.is_some(),
+        }))
+    });
     let app = Arc::new(App {
         pool: pool.clone(),
         cfg: FrontConfig {
@@ -266,6 +274,7 @@ pub async fn run(args: MasterArgs, listener: TcpListener) -> Result<(), MasterEr
             api_keys,
             cache_control,
             presets: Arc::new(presets),
+            playground,
         },
         jobs: jobs.clone(),
         cache,

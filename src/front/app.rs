@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::auth::{ApiKeys, Signer};
 use super::error::ApiError;
+use super::playground::Playground;
 use crate::budget::ByteBudget;
 use crate::net::SourceConfig;
 use crate::pool::Pool;
@@ -46,6 +47,8 @@ pub struct FrontConfig {
     /// (between two successful writes, as nginx's `send_timeout`): a client
     /// that stops reading cannot hold its connection longer.
     pub send_timeout: Duration,
+    /// `GET /` and its files; `None` with `--no-playground`.
+    pub playground: Option<Arc<Playground>>,
 }
 
 /// Shared state of every connection.

@@ -12,6 +12,7 @@
 //! - [`auth`]: signed URLs and API keys.
 //! - `body`: request bodies under a cap and a deadline.
 //! - `caching`: ETags, `304 Not Modified`, `Cache-Control`.
+//! - `playground`: `GET /`, the page built into the binary.
 //! - `image`: the image routes (`/v1/{op}`, `/v1/pipeline`).
 //! - `jobs`: the `/v1/jobs` routes over the job system.
 //! - `status`: `/readyz` and `/metrics`.
@@ -28,6 +29,7 @@ pub mod error;
 mod image;
 mod jobs;
 pub mod openapi;
+pub mod playground;
 mod router;
 mod send_timeout;
 mod server;

@@ -144,6 +144,13 @@ async fn route(
                 &openapi::document(app.cfg.sources.enabled),
             ))
         }
+        p if app.cfg.playground.as_ref().is_some_and(|pg| pg.serves(p)) => {
+            trace.op = Some("playground");
+            match &app.cfg.playground {
+                Some(pg) => pg.respond(req.method(), p, req.headers()),
+                None => Err(ApiError::NotFound(path)),
+            }
+        }
         _ => {
             let Some(op_name) = path.strip_prefix("/v1/") else {
                 return Err(ApiError::NotFound(path));

@@ -11,8 +11,11 @@ use http_body_util::Full;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Response, StatusCode};
 
-use super::app::{not_allowed, Resp};
 use super::error::ApiError;
+
+/// A response of the page (the front's `Resp`, spelled out here so this
+/// module needs nothing of `app`, which holds a `Playground`).
+type Resp = Response<Full<Bytes>>;
 
 const INDEX: &str = include_str!("../../assets/playground/index.html");
 const SCRIPT: &str = include_str!("../../assets/playground/app.js");
@@ -104,7 +107,10 @@ impl Playground {
         headers: &HeaderMap,
     ) -> Result<Resp, ApiError> {
         if method != Method::GET && method != Method::HEAD {
-            return Err(not_allowed(method, "GET"));
+            return Err(ApiError::MethodNotAllowed {
+                method: method.to_string(),
+                allow: "GET",
+            });
         }
         let Some(asset) = self.files.iter().find(|a| a.path == path) else {
             return Err(ApiError::NotFound(path.to_string()));

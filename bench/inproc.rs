@@ -62,7 +62,7 @@ fn main() -> ExitCode {
     // The worker's allocator settings, then one untimed run: page in the
     // code, size the allocator's arenas.
     pixfork::worker::keep_freed_memory();
-    if let (Err(e), _) = engine::run_tuned(&task, &input, &tuning) {
+    if let (Err(e), _) = engine::run_tuned(&task, &input, &[], &tuning) {
         eprintln!("inproc: the engine refused the request: {e:?}");
         return ExitCode::FAILURE;
     }
@@ -71,7 +71,7 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let (mut n, mut decode, mut ops, mut encode, mut out_bytes) = (0u64, 0u64, 0u64, 0u64, 0usize);
     while started.elapsed() < budget || n < 3 {
-        let (result, timing) = engine::run_tuned(&task, &input, &tuning);
+        let (result, timing) = engine::run_tuned(&task, &input, &[], &tuning);
         if let Ok(Product::Image { bytes, .. }) = &result {
             out_bytes = bytes.len();
         }

@@ -165,6 +165,17 @@ pub struct MasterArgs {
     #[arg(long = "preset", value_name = "NAME=OPS")]
     pub presets: Vec<String>,
 
+    /// An image for the `overlay` op, `NAME=FILE` (repeatable; in the
+    /// environment, comma-separated): read at start, checked by a worker,
+    /// then composited by `overlay?image=NAME`. At most --max-body bytes.
+    #[arg(
+        long = "overlay",
+        env = "PIXFORK_OVERLAY",
+        value_name = "NAME=FILE",
+        value_delimiter = ','
+    )]
+    pub overlays: Vec<String>,
+
     /// A file of presets, one `NAME=OPS` a line (`#` comments).
     #[arg(long, env = "PIXFORK_PRESET_FILE")]
     pub preset_file: Option<PathBuf>,

@@ -49,6 +49,8 @@ pub enum MasterError {
     #[error(transparent)]
     Preset(#[from] crate::catalogue::PresetError),
     #[error(transparent)]
+    Overlay(#[from] crate::catalogue::OverlayError),
+    #[error(transparent)]
     Auth(#[from] crate::front::auth::AuthSetupError),
 }
 
@@ -158,6 +160,10 @@ pub async fn run(args: MasterArgs, listener: TcpListener) -> Result<(), MasterEr
     if let Some(path) = &args.preset_file {
         presets.add_file(path)?;
     }
+    let overlays = Arc::new(crate::catalogue::Overlays::load(
+        &args.overlays,
+        args.max_body,
+    )?);
     let cache_control = args
         .cache_control
         .as_deref()
@@ -187,8 +193,11 @@ pub async fn run(args: MasterArgs, listener: TcpListener) -> Result<(), MasterEr
             timeout: args.timeout,
             limits: args.limits(),
             // Workers take sync bodies and job inputs alike; both are
-            // capped by --max-body.
-            max_payload: args.max_body,
+            // capped by --max-body, and so is each overlay image that
+            // travels with them.
+            max_payload: args
+                .max_body
+                .saturating_mul(1 + crate::catalogue::MAX_OVERLAYS as u64),
             worker_nice: args.worker_nice,
             worker_sched: args.worker_sched,
             pin_workers: args.pin_workers,
@@ -202,6 +211,9 @@ pub async fn run(args: MasterArgs, listener: TcpListener) -> Result<(), MasterEr
         metrics.clone(),
     )
     .await?;
+    crate::front::check_overlays(&pool, &overlays, args.limits())
+        .await
+        .map_err(MasterError::Flags)?;
     let tls = crate::net::client_config(args.source_ca.as_deref())?;
     let guard = |enabled: bool, hosts: &[String], max_redirects: u32| SourceConfig {
         enabled,
@@ -238,6 +250,7 @@ pub async fn run(args: MasterArgs, listener: TcpListener) -> Result<(), MasterEr
             job_slots: args.job_slot_count(),
             limits: args.limits(),
             callbacks,
+            overlays: overlays.clone(),
         },
         pool.clone(),
         metrics.clone(),
@@ -274,6 +287,7 @@ pub async fn run(args: MasterArgs, listener: TcpListener) -> Result<(), MasterEr
             api_keys,
             cache_control,
             presets: Arc::new(presets),
+            overlays,
             playground,
         },
         jobs: jobs.clone(),

@@ -315,7 +315,20 @@ pub fn serve(args: &WorkerArgs) -> Result<(), WorkerError> {
             ToWorker::Request(r) => r,
             ToWorker::Hello(_) => return Err(ProtoError::Unexpected("second hello").into()),
         };
-        let ran = catch_unwind(AssertUnwindSafe(|| engine::run(&req.task, &input)));
+        let ran = match req.split_payload(&input) {
+            Ok((image, overlays)) => catch_unwind(AssertUnwindSafe(|| {
+                engine::run_with_overlays(&req.task, image, &overlays)
+            })),
+            // The master sent lengths that do not fit its own payload: a bug
+            // on that side, answered as one (the worker stays usable).
+            Err(why) => Ok((
+                Err(WorkError {
+                    kind: ErrorKind::Internal,
+                    message: format!("malformed request: {why}"),
+                }),
+                Default::default(),
+            )),
+        };
         let (outcome, payload, timing, panicked) = match ran {
             Ok((Ok(Product::Image { bytes, meta }), timing)) => {
                 (Outcome::Image(meta), bytes, timing, None)

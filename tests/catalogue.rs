@@ -13,6 +13,8 @@ use image::{AnimationDecoder, DynamicImage, GenericImageView, RgbaImage};
 const PHOTO: &str = "valid/jpeg/photo_portrait_800x533_baseline.jpg";
 const PNG_ALPHA: &str = "valid/png/palette_trns_300x225.png";
 const ANIM: &str = "valid/gif/anim_210x210_20frames_varied_delays.gif";
+/// A palette PNG with transparency: the overlay of the op examples.
+const LOGO: &str = "valid/png/palette_trns_300x225.png";
 
 /// Every public op of the catalogue (aliases included).
 const ALL_OPS: &[&str] = &[
@@ -39,6 +41,7 @@ const ALL_OPS: &[&str] = &[
     "threshold",
     "background",
     "convert",
+    "overlay",
     "info",
 ];
 
@@ -696,7 +699,9 @@ fn bad_parameters_are_400s_that_never_reach_a_worker() {
 
 #[test]
 fn ops_listing_and_openapi_describe_every_op() {
-    let s = Server::start(&[]);
+    // The overlay op's example names a registered overlay.
+    let logo = format!("logo={}", common::corpus().join(LOGO).display());
+    let s = Server::start(&["--overlay", &logo]);
     let r = ok(s.get("/v1/ops"), "/v1/ops");
     assert_eq!(r.header("content-type"), Some("application/json"));
     let listing = r.json();

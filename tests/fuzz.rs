@@ -237,6 +237,7 @@ fn frames_decode_or_fail_typed() {
         let msg = ToWorker::Request(proto::Request {
             id: rng.u64(..),
             task: tasks[rng.usize(0..tasks.len())].clone(),
+            attachments: Vec::new(),
         });
         let payload: Vec<u8> = (0..rng.usize(0..2048)).map(|_| rng.u8(..)).collect();
         let mut frame = Vec::new();

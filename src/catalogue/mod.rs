@@ -17,23 +17,29 @@
 //! - `error`: [`ParamError`], the one way a parameter can be wrong.
 //! - `spec`: the row types ([`OpSpec`], [`ParamSpec`], [`Kind`]) and the
 //!   check of one raw value against its kind.
+//! - `test_ops`: the test-only ops (crash, hang, sandbox probes).
 //! - `ops`: the table ([`OPS`], [`OUTPUT_PARAMS`]). Adding an op is editing
 //!   this file (and the engine).
 //! - `parse`: query string to [`Task`](crate::proto::Task), pipelines and
 //!   the job form.
 //! - `presets`: the operator's named pipelines ([`Presets`]).
+//! - `overlays`: the operator's registered overlay images ([`Overlays`])
+//!   and the bytes a task's overlay ops need.
 //! - `listing`: the table as the JSON of `GET /v1/ops`.
 
 mod error;
 mod listing;
 mod ops;
+mod overlays;
 mod parse;
 mod presets;
 mod spec;
+mod test_ops;
 
 pub use error::{bad, ParamError};
 pub use listing::ops_listing;
 pub use ops::{find_op, public_ops, OPS, OUTPUT_PARAMS};
+pub use overlays::{Attachment, OverlayError, Overlays, MAX_OVERLAYS};
 pub use parse::{
     callback_not_here, parse_job, parse_pipeline, parse_preset, parse_request, parse_task, Parsed,
     CALLBACK_PARAM, MAX_PIPELINE_OPS, PIPELINE,
@@ -41,4 +47,5 @@ pub use parse::{
 pub use presets::{PresetError, Presets};
 pub use spec::{
     describe_param, parse_color, Kind, OpSpec, ParamSpec, Values, COLOR_NAMES, COLOR_PATTERN,
+    MAX_URL_LEN, NAME_PATTERN,
 };

@@ -8,7 +8,10 @@
 
 use super::error::{bad, ParamError};
 use super::spec::{p, Kind, OpSpec, ParamSpec, Values};
-use crate::proto::{Color, Fit, Gravity, Op, OutputFormat, OutputSpec, PngCompression};
+use super::test_ops::TEST_OPS;
+use crate::proto::{
+    Color, Fit, Gravity, Op, OutputFormat, OutputSpec, OverlaySource, PngCompression,
+};
 
 /// Largest width/height a client may ask for. The pixel limit still applies.
 const MAX_SIDE: u64 = 65_535;
@@ -86,6 +89,52 @@ fn gravity_with_focus(v: &Values) -> Result<Gravity, ParamError> {
         (_, _, Some(_)) => Err(bad("fy", "fy goes with gravity=focal")),
         (word, None, None) => Ok(gravity_of(word)),
     }
+}
+
+/// The gravities that name a position (an overlay's): a crop's `smart`
+/// and `focal` have no meaning there.
+const POSITIONS: &[&str] = &[
+    "centre",
+    "center",
+    "north",
+    "south",
+    "east",
+    "west",
+    "northeast",
+    "northwest",
+    "southeast",
+    "southwest",
+];
+
+/// An overlay's offset from its edges, in pixels (negative: outwards).
+const OFFSET: Kind = Kind::Int {
+    min: -(MAX_SIDE as i64),
+    max: MAX_SIDE as i64,
+};
+
+fn build_overlay(v: &Values) -> Result<Op, ParamError> {
+    let image = match (v.text("image"), v.text("image_url")) {
+        (Some(name), None) => OverlaySource::Named(name.to_string()),
+        (None, Some(url)) => OverlaySource::Url(url.to_string()),
+        (Some(_), Some(_)) => {
+            return Err(bad("image_url", "give image or image_url, not both"));
+        }
+        (None, None) => {
+            return Err(bad(
+                "image",
+                "overlay needs image=NAME (registered with --overlay) or image_url=",
+            ));
+        }
+    };
+    Ok(Op::Overlay {
+        image,
+        gravity: gravity_of(v.choice("gravity")),
+        x: v.i32("x").unwrap_or(0),
+        y: v.i32("y").unwrap_or(0),
+        opacity: v.f32("opacity").unwrap_or(1.0),
+        scale: v.f32("scale"),
+        tile: v.bool("tile").unwrap_or(false),
+    })
 }
 
 /// Output parameters accepted by every image-producing operation (top-level
@@ -286,7 +335,7 @@ const fn op(
     }
 }
 
-/// Every operation of the API.
+/// Every operation of the API (the test-only ones are in `test_ops.rs`).
 pub static OPS: &[OpSpec] = &[
     op(
         "resize",
@@ -629,93 +678,91 @@ pub static OPS: &[OpSpec] = &[
         "format=webp",
     ),
     op(
+        "overlay",
+        "composite another image onto this one (a watermark): a registered one (image=NAME, see \
+         --overlay) or, with URL sources on, image_url=; on every frame of an animation",
+        &[
+            p(
+                "image",
+                Kind::Name,
+                false,
+                None,
+                "name of an overlay the server registered at start (--overlay NAME=FILE); \
+                 this or image_url",
+            ),
+            p(
+                "image_url",
+                Kind::Url,
+                false,
+                None,
+                "URL of the overlay image (only when the server takes URL sources; fetched \
+                 under the same rules as url=)",
+            ),
+            p(
+                "gravity",
+                Kind::Choice(POSITIONS),
+                false,
+                Some("centre"),
+                "where the overlay sits",
+            ),
+            p(
+                "x",
+                OFFSET,
+                false,
+                Some("0"),
+                "pixels inwards from the edge gravity names (rightwards for centre, north, south)",
+            ),
+            p(
+                "y",
+                OFFSET,
+                false,
+                Some("0"),
+                "pixels inwards from the edge gravity names (downwards for centre, east, west)",
+            ),
+            p(
+                "opacity",
+                float(0.0, 1.0),
+                false,
+                Some("1"),
+                "multiplies the overlay's alpha: 0 invisible, 1 as it is",
+            ),
+            p(
+                "scale",
+                Kind::Float {
+                    min: 0.0,
+                    max: 1.0,
+                    exclusive_min: true,
+                    exclusive_max: false,
+                },
+                false,
+                None,
+                "resize the overlay to this fraction of the image's width first (aspect kept); \
+                 default: its own size",
+            ),
+            p(
+                "tile",
+                Kind::Bool,
+                false,
+                Some("false"),
+                "repeat the overlay over the whole image, in a grid through its position",
+            ),
+        ],
+        build_overlay,
+        "image=logo&gravity=southeast&x=16&y=16&opacity=0.6&scale=0.2",
+    ),
+    op(
         "info",
         "describe the image as JSON (not allowed in a pipeline)",
         &[],
         |_| Ok(Op::Info),
         "",
     ),
-    OpSpec {
-        name: "__sleep",
-        help: "test only: sleep in the worker",
-        params: &[p(
-            "ms",
-            Kind::UInt {
-                min: 0,
-                max: 600_000,
-            },
-            true,
-            None,
-            "milliseconds",
-        )],
-        build: |v| {
-            Ok(Op::TestSleep {
-                ms: v.u64("ms").unwrap_or(0),
-            })
-        },
-        test_only: true,
-        alias_of: None,
-        example: "",
-    },
-    OpSpec {
-        name: "__panic",
-        help: "test only: panic in the engine",
-        params: &[],
-        build: |_| Ok(Op::TestPanic),
-        test_only: true,
-        alias_of: None,
-        example: "",
-    },
-    OpSpec {
-        name: "__abort",
-        help: "test only: abort the worker",
-        params: &[],
-        build: |_| Ok(Op::TestAbort),
-        test_only: true,
-        alias_of: None,
-        example: "",
-    },
-    OpSpec {
-        name: "__segv",
-        help: "test only: crash the worker with SIGSEGV",
-        params: &[],
-        build: |_| Ok(Op::TestSegv),
-        test_only: true,
-        alias_of: None,
-        example: "",
-    },
-    OpSpec {
-        name: "__open",
-        help: "test only: open a file in the worker (forbidden by the sandbox)",
-        params: &[],
-        build: |_| Ok(Op::TestOpenFile),
-        test_only: true,
-        alias_of: None,
-        example: "",
-    },
-    OpSpec {
-        name: "__socket",
-        help: "test only: open a socket in the worker (forbidden by the sandbox)",
-        params: &[],
-        build: |_| Ok(Op::TestSocket),
-        test_only: true,
-        alias_of: None,
-        example: "",
-    },
-    OpSpec {
-        name: "__kill_master",
-        help: "test only: signal the master from the worker (forbidden by the sandbox)",
-        params: &[],
-        build: |_| Ok(Op::TestKillMaster),
-        test_only: true,
-        alias_of: None,
-        example: "",
-    },
 ];
 
 /// Looks up an operation that this build serves.
 pub fn find_op(name: &str) -> Option<&'static OpSpec> {
     OPS.iter()
+        .chain(TEST_OPS.iter())
         .find(|o| o.name == name)
         .filter(|o| !o.test_only || cfg!(feature = "test-ops"))
 }

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use super::error::{bad, ParamError};
 use super::ops::{apply_dpr, find_op, output_spec, OUTPUT_PARAMS};
 use super::spec::{parse_value, OpSpec, ParamSpec, Values};
-use crate::proto::{Limits, Op, Task};
+use crate::proto::{Limits, Op, OverlaySource, Task};
 
 /// Most ops one pipeline may chain.
 pub const MAX_PIPELINE_OPS: usize = 16;
@@ -164,6 +164,21 @@ pub fn parse_job(
             "url= is not supported here; send the image as the body",
         ));
     }
+    let fetches = |op: &Op| {
+        matches!(
+            op,
+            Op::Overlay {
+                image: OverlaySource::Url(_),
+                ..
+            }
+        )
+    };
+    if parsed.task.ops.iter().any(fetches) {
+        return Err(bad(
+            "image_url",
+            "image_url= is not supported here; register the overlay with --overlay NAME=FILE and use image=NAME",
+        ));
+    }
     Ok((parsed.task, parsed.callback_url))
 }
 
@@ -190,7 +205,7 @@ fn values_for(spec: &OpSpec, all: &Values) -> Result<Values, ParamError> {
     for param in spec.params {
         match all.0.get(param.name) {
             Some(v) => {
-                own.insert(param.name, *v);
+                own.insert(param.name, v.clone());
             }
             None if param.required => {
                 return Err(bad(

@@ -30,6 +30,26 @@ pub enum Kind {
     Choice(&'static [&'static str]),
     /// `rrggbb`, `rrggbbaa` (hex, no `#`) or one of [`COLOR_NAMES`].
     Color,
+    /// A name the operator registered (an overlay): 1 to 64 of
+    /// `A-Z a-z 0-9 - _ .`.
+    Name,
+    /// An `http://` or `https://` URL of at most [`MAX_URL_LEN`] bytes
+    /// (where it may be fetched from is the front's decision).
+    Url,
+}
+
+/// Longest URL a parameter may hold.
+pub const MAX_URL_LEN: usize = 2048;
+
+/// What `Kind::Name` accepts, as a regular expression (for OpenAPI).
+pub const NAME_PATTERN: &str = "^[A-Za-z0-9._-]{1,64}$";
+
+/// Whether `raw` is a registrable name (see [`Kind::Name`]).
+pub fn is_name(raw: &str) -> bool {
+    (1..=64).contains(&raw.len())
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// Colour names accepted besides hex.
@@ -87,7 +107,7 @@ pub(super) const fn p(
 }
 
 /// A parsed parameter value.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) enum Value {
     U(u64),
     I(i64),
@@ -95,6 +115,8 @@ pub(super) enum Value {
     B(bool),
     S(&'static str),
     C(Color),
+    /// A name or a URL, as given.
+    T(String),
 }
 
 /// Parsed values of one operation's parameters.
@@ -129,6 +151,18 @@ impl Values {
     pub fn choice(&self, k: &str) -> Option<&'static str> {
         match self.0.get(k) {
             Some(Value::S(s)) => Some(s),
+            _ => None,
+        }
+    }
+    pub fn text(&self, k: &str) -> Option<&str> {
+        match self.0.get(k) {
+            Some(Value::T(t)) => Some(t),
+            _ => None,
+        }
+    }
+    pub fn i32(&self, k: &str) -> Option<i32> {
+        match self.0.get(k) {
+            Some(Value::I(n)) => i32::try_from(*n).ok(),
             _ => None,
         }
     }
@@ -230,6 +264,22 @@ pub(super) fn parse_value(spec: &ParamSpec, raw: &str, label: &str) -> Result<Va
                     format!("{name} must be one of {}, got {raw:?}", words.join(", ")),
                 )
             }),
+        Kind::Name if is_name(raw) => Ok(Value::T(raw.to_string())),
+        Kind::Name => Err(bad(
+            name,
+            format!("{name} must be a name of 1 to 64 letters, digits, '-', '_' or '.', got {raw:?}"),
+        )),
+        Kind::Url => {
+            let scheme_ok = raw.starts_with("http://") || raw.starts_with("https://");
+            if scheme_ok && raw.len() <= MAX_URL_LEN {
+                Ok(Value::T(raw.to_string()))
+            } else {
+                Err(bad(
+                    name,
+                    format!("{name} must be an http:// or https:// URL of at most {MAX_URL_LEN} bytes"),
+                ))
+            }
+        }
         Kind::Color => parse_color(raw).map(Value::C).ok_or_else(|| {
             bad(
                 name,
@@ -284,6 +334,14 @@ pub fn describe_param(p: &ParamSpec) -> Json {
         Kind::Color => {
             v["type"] = json!("color");
             v["pattern"] = json!(COLOR_PATTERN);
+        }
+        Kind::Name => {
+            v["type"] = json!("name");
+            v["pattern"] = json!(NAME_PATTERN);
+        }
+        Kind::Url => {
+            v["type"] = json!("url");
+            v["max_length"] = json!(MAX_URL_LEN);
         }
     }
     v

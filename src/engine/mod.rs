@@ -12,8 +12,8 @@
 //! 1. **decode** (`decode.rs`): sniff the format (`sniff.rs`), check the
 //!    limits (`limits.rs`), decode every frame (GIF, animated WebP and APNG
 //!    stay animations);
-//! 2. **ops** (`ops.rs`, with `geometry.rs`, `effects.rs`, `smart.rs` and the
-//!    generic pixel plumbing of `pixel.rs`): apply the EXIF orientation
+//! 2. **ops** (`ops.rs`, with `geometry.rs`, `effects.rs`, `smart.rs`,
+//!    `overlay.rs` and the generic pixel plumbing of `pixel.rs`): apply the EXIF orientation
 //!    (unless `autorotate=false`), then each op in order, to every frame;
 //! 3. **encode** (`encode.rs`): write the requested format (or the input's
 //!    family; an animation without an explicit format becomes an animated
@@ -43,6 +43,7 @@ mod libjpeg;
 mod limits;
 mod lzw;
 mod ops;
+mod overlay;
 mod pixel;
 mod smart;
 mod sniff;
@@ -96,7 +97,17 @@ pub enum Product {
 /// keeps its first frame only; with no format or `gif` it stays an animated
 /// GIF, with `webp` an animated WebP, with its delays and loop count.
 pub fn run(task: &Task, input: &[u8]) -> (Result<Product, WorkError>, Timing) {
-    run_tuned(task, input, &Tuning::default())
+    run_tuned(task, input, &[], &Tuning::default())
+}
+
+/// [`run`] with the images of the task's `overlay` ops, one per op in op
+/// order (what the worker split off the request's payload).
+pub fn run_with_overlays(
+    task: &Task,
+    input: &[u8],
+    overlays: &[&[u8]],
+) -> (Result<Product, WorkError>, Timing) {
+    run_tuned(task, input, overlays, &Tuning::default())
 }
 
 /// Switches for the engine's fast paths. Production always runs with
@@ -136,10 +147,11 @@ impl Default for Tuning {
 pub fn run_tuned(
     task: &Task,
     input: &[u8],
+    overlays: &[&[u8]],
     tuning: &Tuning,
 ) -> (Result<Product, WorkError>, Timing) {
     let mut timing = Timing::default();
-    let result = run_task(task, input, tuning, &mut timing).map_err(WorkError::from);
+    let result = run_task(task, input, overlays, tuning, &mut timing).map_err(WorkError::from);
     (result, timing)
 }
 
@@ -226,6 +238,7 @@ fn first_op_need(
 fn run_task(
     task: &Task,
     input: &[u8],
+    overlays: &[&[u8]],
     tuning: &Tuning,
     timing: &mut Timing,
 ) -> Result<Product, EngineError> {
@@ -255,6 +268,8 @@ fn run_task(
     let decoded = decode_input(input, &task.limits, need_fn, tuning);
     timing.decode_us = micros_since(started);
     let mut decoded = decoded?;
+    let overlays = decode_overlays(&ops, overlays, &task.limits, tuning)?;
+    timing.decode_us = micros_since(started);
     if !task.output.autorotate {
         decoded.orientation = Orientation::NoTransforms;
     }
@@ -265,7 +280,7 @@ fn run_task(
 
     let started = Instant::now();
     let content = orient(decoded.content, decoded.orientation);
-    let content = ops::apply(content, &ops, &task.limits, source, tuning);
+    let content = ops::apply(content, &ops, &overlays, &task.limits, source, tuning);
     timing.ops_us = micros_since(started);
     let content = content?;
 
@@ -282,6 +297,54 @@ fn run_task(
     timing.encode_us = micros_since(started);
     let (bytes, meta) = encoded?;
     Ok(Product::Image { bytes, meta })
+}
+
+/// Decodes the image of each `overlay` op (one per op, in op order) under
+/// the request's limits, upright, as RGBA8; an animated overlay gives its
+/// first frame. Its failures name the overlay, so a client can tell a bad
+/// watermark from a bad input.
+fn decode_overlays(
+    ops: &[&Op],
+    images: &[&[u8]],
+    limits: &crate::proto::Limits,
+    tuning: &Tuning,
+) -> Result<Vec<image::RgbaImage>, EngineError> {
+    let wanted = ops
+        .iter()
+        .filter(|op| matches!(op, Op::Overlay { .. }))
+        .count();
+    if wanted != images.len() {
+        return Err(EngineError::Internal(format!(
+            "{} overlay images for {wanted} overlay ops",
+            images.len()
+        )));
+    }
+    let named = |e: EngineError| {
+        let say = |m: String| format!("overlay image: {m}");
+        match e {
+            EngineError::BadParameter(m) => EngineError::BadParameter(say(m)),
+            EngineError::Unsupported(m) => EngineError::Unsupported(say(m)),
+            EngineError::Corrupt(m) => EngineError::Corrupt(say(m)),
+            EngineError::TooLarge(m) => EngineError::TooLarge(say(m)),
+            EngineError::Internal(m) => EngineError::Internal(say(m)),
+        }
+    };
+    images
+        .iter()
+        .map(|bytes| {
+            let decoded = decode_input(bytes, limits, None, tuning).map_err(named)?;
+            let orientation = decoded.orientation;
+            Ok(match orient(decoded.content, orientation) {
+                Content::Still(image) => image.into_rgba8(),
+                Content::Animation(mut a) => {
+                    if a.frames.is_empty() {
+                        return Err(named(EngineError::Corrupt("no frames".to_string())));
+                    }
+                    a.frames.swap_remove(0).image
+                }
+            })
+        })
+        .collect()
 }
 
 /// Sniffs the format and hands the bytes to its decoder: the HEIF family,

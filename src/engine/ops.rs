@@ -12,7 +12,7 @@
 //! box, and a smart crop window is chosen on the first frame and reused.
 
 use fast_image_resize::Resizer;
-use image::DynamicImage;
+use image::{DynamicImage, RgbaImage};
 
 use crate::proto::{Fit, Gravity, Limits, Op};
 
@@ -21,6 +21,7 @@ use super::effects;
 use super::error::EngineError;
 use super::geometry::{self, normalise_angle, plan_resize, rotated_size};
 use super::limits::check_output;
+use super::overlay::{self, Placement};
 use super::Tuning;
 
 /// State one op carries from frame to frame of an animation.
@@ -34,27 +35,43 @@ struct FrameCtx {
     /// was shrunk on load (the source's real upright size), so the result
     /// has exactly the size a full-size decode would give.
     source: Option<(u32, u32)>,
+    /// `overlay`: its image sized for this picture (frames share a size).
+    overlay: Option<RgbaImage>,
     tuning: Tuning,
 }
 
 /// Applies `ops` (no `Info`, no test ops) to every frame of `content`.
+/// `overlays` are the decoded images of the `overlay` ops, in op order.
 /// `source` is the upright size of the source image, which a still may
 /// be smaller than when it was shrunk on load.
 pub fn apply(
     content: Content,
     ops: &[&Op],
+    overlays: &[RgbaImage],
     limits: &Limits,
     source: (u32, u32),
     tuning: &Tuning,
 ) -> Result<Content, EngineError> {
     let mut resizer = Resizer::new();
     let tuning = *tuning;
+    let mut overlays = overlays.iter();
+    // The next overlay op's image, sized for a picture `width` wide.
+    let mut sized_overlay = |op: &Op, width: u32, resizer: &mut Resizer| match op {
+        Op::Overlay { scale, .. } => match overlays.next() {
+            Some(image) => overlay::sized(image, *scale, width, resizer).map(Some),
+            None => Err(EngineError::Internal(
+                "an overlay op without its image".to_string(),
+            )),
+        },
+        _ => Ok(None),
+    };
     match content {
         Content::Still(mut image) => {
             let shrunk = (image.width(), image.height()) != source;
             for (i, op) in ops.iter().enumerate() {
                 let mut ctx = FrameCtx {
                     source: (i == 0 && shrunk).then_some(source),
+                    overlay: sized_overlay(op, image.width(), &mut resizer)?,
                     tuning,
                     ..FrameCtx::default()
                 };
@@ -68,7 +85,9 @@ pub fn apply(
         }) => {
             let count = frames.len() as u64;
             for op in ops {
+                let width = frames.first().map_or(0, |f| f.image.width());
                 let mut ctx = FrameCtx {
+                    overlay: sized_overlay(op, width, &mut resizer)?,
                     tuning,
                     ..FrameCtx::default()
                 };
@@ -219,6 +238,29 @@ fn apply_op(
                 None => Ok(image),
             }
         }
+        Op::Overlay {
+            gravity,
+            x,
+            y,
+            opacity,
+            tile,
+            ..
+        } => match &ctx.overlay {
+            Some(over) => overlay::composite(
+                image,
+                over,
+                &Placement {
+                    gravity,
+                    x,
+                    y,
+                    opacity,
+                    tile,
+                },
+            ),
+            None => Err(EngineError::Internal(
+                "an overlay op without its image".to_string(),
+            )),
+        },
         Op::Convert => Ok(image),
         Op::Info
         | Op::TestSleep { .. }

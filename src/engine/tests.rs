@@ -358,6 +358,7 @@ fn grayscale_on_animation_frames_keeps_rgba_with_equal_channels() {
     let out = ops::apply(
         content,
         &[&Op::Grayscale],
+        &[],
         &Limits::default(),
         (4, 3),
         &Tuning::default(),
@@ -1162,7 +1163,7 @@ fn blur_on_a_shrunk_jpeg_decode_stays_close_to_an_exact_gaussian() {
     // 6.1 / 3.8 inside, 10.1 / 10.2 / 5.6 within 2 sigma of a border.
     for sigma in [3.0f32, 8.0, 25.0] {
         let t = task_as(vec![Op::Blur { sigma }], OutputFormat::Png);
-        let blurred = |tuning: &Tuning| match run_tuned(&t, &input, tuning).0 {
+        let blurred = |tuning: &Tuning| match run_tuned(&t, &input, &[], tuning).0 {
             Ok(Product::Image { bytes, .. }) => decode_output(&bytes).to_rgb8(),
             other => panic!("sigma {sigma}: {other:?}"),
         };
@@ -1224,7 +1225,7 @@ fn shrink_on_load_gives_the_full_decode_size_and_nearly_its_pixels() {
     ] {
         let t = task_as(ops.clone(), OutputFormat::Png);
         let decode_png = |tuning: &Tuning| {
-            let (result, timing) = run_tuned(&t, &input, tuning);
+            let (result, timing) = run_tuned(&t, &input, &[], tuning);
             match result {
                 Ok(Product::Image { bytes, .. }) => (
                     image::load_from_memory(&bytes).expect("png").to_rgb8(),
@@ -1322,6 +1323,7 @@ fn the_fast_gif_palette_is_as_good_as_per_frame_neuquant() {
     match ops::apply(
         decoded.content,
         &ops,
+        &[],
         &Limits::default(),
         (210, 210),
         &Tuning::default(),
@@ -1334,7 +1336,7 @@ fn the_fast_gif_palette_is_as_good_as_per_frame_neuquant() {
     let gif_of = |tuning: &Tuning| {
         let mut t = resized.clone();
         t.output.format = Some(OutputFormat::Gif);
-        match run_tuned(&t, &input, tuning).0 {
+        match run_tuned(&t, &input, &[], tuning).0 {
             Ok(Product::Image { bytes, .. }) => bytes,
             other => panic!("{other:?}"),
         }

@@ -43,6 +43,8 @@ pub struct FrontConfig {
     pub cache_control: Option<HeaderValue>,
     /// `--preset`, `--preset-file`: `/v1/preset/NAME`.
     pub presets: Arc<crate::catalogue::Presets>,
+    /// `--overlay NAME=FILE`: the images `overlay?image=NAME` composites.
+    pub overlays: Arc<crate::catalogue::Overlays>,
     /// How long a response may wait for the client to take more of it
     /// (between two successful writes, as nginx's `send_timeout`): a client
     /// that stops reading cannot hold its connection longer.

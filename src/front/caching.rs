@@ -23,12 +23,19 @@ pub(super) fn digest(bytes: &[u8]) -> Digest {
 }
 
 /// The identity of a result: 32 hex digits (128 bits of BLAKE3).
-pub(super) fn result_key(source: &Digest, task: &Task) -> String {
+/// `overlays` are the digests of the overlay images, in op order: an
+/// overlay is named by its bytes too, so a changed file or URL gives a
+/// new result name.
+pub(super) fn result_key(source: &Digest, overlays: &[Digest], task: &Task) -> String {
     let mut h = blake3::Hasher::new();
-    h.update(b"pixfork result v2\0");
+    h.update(b"pixfork result v3\0");
     h.update(env!("CARGO_PKG_VERSION").as_bytes());
     h.update(b"\0");
     h.update(source);
+    h.update(&(overlays.len() as u64).to_le_bytes());
+    for d in overlays {
+        h.update(d);
+    }
     // The ops and output settings, as plain data in a fixed order. Limits
     // are left out: they decide whether a result is made, not its bytes.
     let canonical = serde_json::to_vec(&(&task.ops, &task.output)).unwrap_or_default();
@@ -118,15 +125,22 @@ mod tests {
     #[test]
     fn the_key_follows_source_ops_and_format_only() {
         let (img, other) = (digest(b"image"), digest(b"imagf"));
-        let a = result_key(&img, &task(10, None));
+        let a = result_key(&img, &[], &task(10, None));
         assert_eq!(a.len(), 32);
-        assert_eq!(a, result_key(&img, &task(10, None)));
-        assert_ne!(a, result_key(&other, &task(10, None)));
-        assert_ne!(a, result_key(&img, &task(11, None)));
-        assert_ne!(a, result_key(&img, &task(10, Some(OutputFormat::Webp))));
+        assert_eq!(a, result_key(&img, &[], &task(10, None)));
+        assert_ne!(a, result_key(&other, &[], &task(10, None)));
+        assert_ne!(a, result_key(&img, &[], &task(11, None)));
+        assert_ne!(
+            a,
+            result_key(&img, &[], &task(10, Some(OutputFormat::Webp)))
+        );
         let mut other_limits = task(10, None);
         other_limits.limits.max_pixels = 7;
-        assert_eq!(a, result_key(&img, &other_limits));
+        assert_eq!(a, result_key(&img, &[], &other_limits));
+        // The overlay's bytes are part of the name.
+        let logo = result_key(&img, &[digest(b"logo")], &task(10, None));
+        assert_ne!(a, logo);
+        assert_ne!(logo, result_key(&img, &[digest(b"logo2")], &task(10, None)));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::body::{drain, drain_unless_waiting, read_body};
 use super::caching::{self, digest, result_key, Digest, Grant};
 use super::error::{self, ApiError};
 use crate::cache::{self, Entry, Flight, SourceVersion};
-use crate::catalogue;
+use crate::catalogue::{self, Attachment};
 use crate::net;
 use crate::pool::{Done, Input};
 use crate::proto::Outcome;
@@ -89,6 +89,15 @@ pub(super) async fn image_route(
             return Err(e);
         }
     };
+    // The overlays' images: registered ones are in memory; `image_url=`
+    // ones are fetched below, after admission, like the source.
+    let attachments = match overlay_attachments(app, &parsed.task) {
+        Ok(a) => a,
+        Err(e) => {
+            drain(req.into_body()).await;
+            return Err(e);
+        }
+    };
     let mut task = parsed.task;
     if parsed.auto_format {
         if accepts(req.headers(), "image/avif") {
@@ -107,9 +116,10 @@ pub(super) async fn image_route(
     // A URL source whose version its origin said is still fresh: the
     // result's name is known without fetching, so a revalidation or a cache
     // hit costs no trip to the origin (nor a queue place).
-    if let Some(url) = &parsed.url {
+    let known_overlays = known_digests(&attachments).await;
+    if let (Some(url), Some(overlays)) = (&parsed.url, &known_overlays) {
         if let Some(v) = app.cache.fresh_source(url) {
-            let key = result_key(&v.digest, &task);
+            let key = result_key(&v.digest, overlays, &task);
             let k = known(key, v.last_modified);
             if let Some(resp) = k
                 .answer_without_work(app, &method, req.headers(), cacheable)
@@ -129,7 +139,7 @@ pub(super) async fn image_route(
     }
     let conditional = req.headers().clone();
     let mut hold = app.budget.hold();
-    let (body, k) = match &parsed.url {
+    let (body, source, last_modified) = match &parsed.url {
         Some(url) => {
             let f = net::fetch(sources, url, &mut hold).await?;
             let source = hashed(&f.bytes).await;
@@ -138,14 +148,26 @@ pub(super) async fn image_route(
                 last_modified: f.last_modified.clone(),
             };
             app.cache.remember_source(url, version, f.fresh_for);
-            (f.bytes, known(result_key(&source, &task), f.last_modified))
+            (f.bytes, source, f.last_modified)
         }
         None => {
             let body = read_body(req, app.cfg.max_body, app.cfg.body_timeout, &mut hold).await?;
-            let key = result_key(&hashed(&body).await, &task);
-            (body, known(key, None))
+            let source = hashed(&body).await;
+            (body, source, None)
         }
     };
+    // `image_url=` overlays, fetched under the same guard and byte budget.
+    let mut overlays = Vec::with_capacity(attachments.len());
+    let mut overlay_digests = Vec::with_capacity(attachments.len());
+    for a in attachments {
+        let bytes = match a {
+            Attachment::Ready(bytes) => bytes,
+            Attachment::Fetch(url) => net::fetch(sources, &url, &mut hold).await?.bytes,
+        };
+        overlay_digests.push(hashed(&bytes).await);
+        overlays.push(bytes);
+    }
+    let k = known(result_key(&source, &overlay_digests, &task), last_modified);
     trace.bytes_in = body.len() as u64;
     if let Some(resp) = k
         .answer_without_work(app, &method, &conditional, cacheable)
@@ -175,6 +197,7 @@ pub(super) async fn image_route(
     // pool is done with them, or at once if this client goes away.
     let input = Input {
         bytes: body,
+        attachments: overlays,
         hold: Some(hold),
     };
     let done = app.pool.run(id, task, input).await?;
@@ -330,6 +353,38 @@ fn accepts(headers: &hyper::HeaderMap, media_type: &str) -> bool {
         })
 }
 
+/// What the task's overlay ops need: registered images by name, or URLs
+/// to fetch (refused when URL sources are off, as `url=` is).
+pub(super) fn overlay_attachments(
+    app: &App,
+    task: &crate::proto::Task,
+) -> Result<Vec<Attachment>, ApiError> {
+    let attachments = app.cfg.overlays.attachments(task)?;
+    let fetches = attachments
+        .iter()
+        .any(|a| matches!(a, Attachment::Fetch(_)));
+    if fetches && !app.cfg.sources.enabled {
+        return Err(error::bad(
+            "image_url",
+            "image_url= is not accepted: URL sources are off on this server (see --allow-url-source); \
+             use image=NAME of an overlay registered with --overlay",
+        ));
+    }
+    Ok(attachments)
+}
+
+/// The overlays' digests when all of them are known without fetching.
+async fn known_digests(attachments: &[Attachment]) -> Option<Vec<Digest>> {
+    let mut out = Vec::with_capacity(attachments.len());
+    for a in attachments {
+        match a {
+            Attachment::Ready(bytes) => out.push(hashed(bytes).await),
+            Attachment::Fetch(_) => return None,
+        }
+    }
+    Some(out)
+}
+
 /// Test ops need no image, so their requests may have empty bodies.
 fn is_test_only(task: &crate::proto::Task) -> bool {
     task.ops.iter().all(|op| op.is_test())
@@ -383,4 +438,38 @@ fn entry_response(entry: &Entry) -> Resp {
         }
     }
     resp
+}
+
+/// Has a worker describe every registered overlay before anything is
+/// served, so a file that is not an image (or is over the limits) stops
+/// the start with its name instead of failing every request that uses it.
+/// The master itself never decodes it.
+pub async fn check_overlays(
+    pool: &crate::pool::Pool,
+    overlays: &catalogue::Overlays,
+    limits: crate::proto::Limits,
+) -> Result<(), String> {
+    for (name, bytes) in overlays.iter() {
+        let task = crate::proto::Task {
+            ops: vec![crate::proto::Op::Info],
+            output: Default::default(),
+            limits,
+        };
+        let refused = |why: String| format!("--overlay {name}: {why}");
+        let done = pool
+            .run("overlay-check", task, Input::from(bytes.clone()))
+            .await
+            .map_err(|e| refused(format!("could not be checked: {e}")))?;
+        match done.outcome {
+            Outcome::Info(_) => {}
+            Outcome::Error(e) => {
+                return Err(refused(format!(
+                    "not an image the workers can use: {}",
+                    e.message
+                )))
+            }
+            Outcome::Image(_) => return Err(refused("unexpected answer to info".into())),
+        }
+    }
+    Ok(())
 }

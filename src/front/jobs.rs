@@ -171,6 +171,8 @@ async fn submit(
     let query = req.uri().query().unwrap_or("").to_string();
     // Validated exactly as the sync route, before anything is stored.
     let (task, callback) = catalogue::parse_job(op, Some(&query), jobs.limits())?;
+    // Overlay names must be known now, not when the job runs.
+    app.cfg.overlays.attachments(&task)?;
     if let Some(url) = &callback {
         net::check_callback_url(jobs.callback_guard(), url).map_err(|e| {
             bad(

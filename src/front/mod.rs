@@ -36,5 +36,6 @@ mod server;
 mod status;
 
 pub use app::{json, App, FrontConfig, Resp, MAX_CONNECTIONS};
+pub use image::check_overlays;
 pub use router::handle;
 pub use server::serve;

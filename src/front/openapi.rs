@@ -8,7 +8,8 @@
 use serde_json::{json, Map, Value as Json};
 
 use crate::catalogue::{
-    public_ops, Kind, ParamSpec, COLOR_PATTERN, MAX_PIPELINE_OPS, OUTPUT_PARAMS,
+    public_ops, Kind, ParamSpec, COLOR_PATTERN, MAX_PIPELINE_OPS, MAX_URL_LEN, NAME_PATTERN,
+    OUTPUT_PARAMS,
 };
 
 /// JSON Schema (OpenAPI 3.0 dialect) of one query parameter's value.
@@ -31,6 +32,13 @@ fn schema_of(p: &ParamSpec) -> Json {
         Kind::Bool => json!({"type": "boolean"}),
         Kind::Choice(words) => json!({"type": "string", "enum": words}),
         Kind::Color => json!({"type": "string", "pattern": COLOR_PATTERN}),
+        Kind::Name => json!({"type": "string", "pattern": NAME_PATTERN}),
+        Kind::Url => json!({
+            "type": "string",
+            "format": "uri",
+            "pattern": "^https?://",
+            "maxLength": MAX_URL_LEN,
+        }),
     };
     if let Some(d) = p.default {
         s["default"] = match p.kind {

@@ -75,6 +75,8 @@ pub struct JobsConfig {
     /// The guard for `callback_url` (the source guard's address rules, with
     /// `--allowed-callback-hosts` as its host list).
     pub callbacks: SourceConfig,
+    /// `--overlay`: the images a job's `overlay?image=NAME` composites.
+    pub overlays: std::sync::Arc<crate::catalogue::Overlays>,
 }
 
 /// Why the job system could not start. Each one stops the master with a

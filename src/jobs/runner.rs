@@ -23,7 +23,7 @@ use super::model::{
 use super::store::{poison_message, StoreError};
 use super::Inner;
 use crate::catalogue::{self, ParamError};
-use crate::pool::{Done, PoolError};
+use crate::pool::{Done, Input, PoolError};
 use crate::proto::{Outcome, WorkError};
 
 /// With nothing queued, the SQLite runner sleeps until a submission wakes
@@ -289,10 +289,27 @@ async fn attempt(inner: &Inner, job: &Claimed) -> Step {
         Ok((t, _callback)) => t,
         Err(e) => return Step::Finish(Finished::Failed(param_error(&e))),
     };
+    // Named overlays only (parse_job refuses image_url=); a name this
+    // instance was not started with fails the job as a bad parameter.
+    let attachments = match inner.cfg.overlays.attachments(&task) {
+        Ok(a) => a
+            .into_iter()
+            .filter_map(|a| match a {
+                catalogue::Attachment::Ready(bytes) => Some(bytes),
+                catalogue::Attachment::Fetch(_) => None,
+            })
+            .collect::<Vec<_>>(),
+        Err(e) => return Step::Finish(Finished::Failed(param_error(&e))),
+    };
     let mut abandon = inner.abandon.subscribe();
     let mut backoff = BACKOFF_MIN;
     loop {
-        let run = inner.pool.run(&job.id, task.clone(), job.input.clone());
+        let input = Input {
+            bytes: job.input.clone(),
+            attachments: attachments.clone(),
+            hold: None,
+        };
+        let run = inner.pool.run(&job.id, task.clone(), input);
         let result = tokio::select! {
             r = with_heartbeat(inner, job, run) => r,
             _ = abandon.wait_for(|a| *a) => return Step::Requeue(Requeue::Release),

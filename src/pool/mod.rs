@@ -105,12 +105,19 @@ pub struct Done {
 #[derive(Debug)]
 pub struct Input {
     pub bytes: Bytes,
+    /// The images of the task's `overlay` ops, in op order (shared with
+    /// the registry for named overlays: no copy per request).
+    pub attachments: Vec<Bytes>,
     pub hold: Option<Hold>,
 }
 
 impl From<Bytes> for Input {
     fn from(bytes: Bytes) -> Input {
-        Input { bytes, hold: None }
+        Input {
+            bytes,
+            attachments: Vec::new(),
+            hold: None,
+        }
     }
 }
 

@@ -388,9 +388,13 @@ async fn serve(
         let request = Request {
             id: job.id,
             task: job.task.clone(),
+            attachments: input.attachments.iter().map(|a| a.len() as u64).collect(),
         };
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + input.attachments.len());
+        parts.push(&input.bytes);
+        parts.extend(input.attachments.iter().map(|a| &a[..]));
         let span = tracing::debug_span!("job", request_id = %job.request_id, slot = status.index, pid = w.pid);
-        let call = w.call(request, &input.bytes).instrument(span);
+        let call = w.call(request, &parts).instrument(span);
         match timeout(cfg.timeout, call).await {
             Ok(Ok((reply, payload))) => {
                 w.served += 1;

@@ -222,17 +222,18 @@ impl Worker {
         Ok(())
     }
 
-    /// Sends one request and reads its reply, reading no more payload than
+    /// Sends one request (its payload: the input, then its overlay images)
+    /// and reads its reply, reading no more payload than
     /// the request's limits can produce. Any error leaves the socket in an
     /// unknown state: the caller must kill the worker, never reuse it.
     pub async fn call(
         &mut self,
         request: Request,
-        input: &[u8],
+        payload: &[&[u8]],
     ) -> Result<(Reply, Vec<u8>), CallError> {
         let id = request.id;
         let max_reply = request.task.limits.max_reply_bytes();
-        proto::write_frame_async(&mut self.stream, &ToWorker::Request(request), input)
+        proto::write_frame_parts_async(&mut self.stream, &ToWorker::Request(request), payload)
             .await
             .map_err(CallError::Unsent)?;
         let (msg, payload): (FromWorker, Vec<u8>) =

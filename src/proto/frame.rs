@@ -180,9 +180,29 @@ pub async fn write_frame_async<W: AsyncWrite + Unpin, T: Serialize>(
     msg: &T,
     payload: &[u8],
 ) -> Result<(), ProtoError> {
-    let head = frame_head(msg, payload.len())?;
+    write_frame_parts_async(w, msg, &[payload]).await
+}
+
+/// [`write_frame_async`] with a payload given in parts (an image and the
+/// overlay images that travel with it), written one after the other
+/// without joining them into one buffer first.
+pub async fn write_frame_parts_async<W: AsyncWrite + Unpin, T: Serialize>(
+    w: &mut W,
+    msg: &T,
+    parts: &[&[u8]],
+) -> Result<(), ProtoError> {
+    let total = parts
+        .iter()
+        .try_fold(0usize, |sum, part| sum.checked_add(part.len()))
+        .ok_or(ProtoError::PayloadTooLarge {
+            len: u64::MAX,
+            max: u32::MAX as u64,
+        })?;
+    let head = frame_head(msg, total)?;
     w.write_all(&head).await?;
-    w.write_all(payload).await?;
+    for part in parts {
+        w.write_all(part).await?;
+    }
     w.flush().await?;
     Ok(())
 }

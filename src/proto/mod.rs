@@ -11,7 +11,7 @@ pub mod types;
 
 pub use frame::{
     decode_header, encode_header, read_frame, read_frame_async, write_frame, write_frame_async,
-    ProtoError, MAX_HEADER_LEN,
+    write_frame_parts_async, ProtoError, MAX_HEADER_LEN,
 };
 pub use launch::{WorkerSched, EXIT_AFTER_PANIC, EXIT_OUT_OF_MEMORY};
 pub use types::*;
@@ -19,7 +19,7 @@ pub use types::*;
 /// Bumped whenever a message changes shape. The first frame each way is a
 /// [`Hello`] carrying it; a worker binary from another build is refused with
 /// a clear message instead of a garbled reply.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Checks a peer's hello against ours.
 pub fn check_hello(hello: &Hello) -> Result<(), ProtoError> {

@@ -25,6 +25,15 @@ fn sample_request() -> ToWorker {
                     width: 3,
                     height: 4,
                 },
+                Op::Overlay {
+                    image: OverlaySource::Named("logo".into()),
+                    gravity: Gravity::SouthEast,
+                    x: -5,
+                    y: 10,
+                    opacity: 0.5,
+                    scale: Some(0.25),
+                    tile: false,
+                },
             ],
             output: OutputSpec {
                 format: Some(OutputFormat::Webp),
@@ -33,7 +42,26 @@ fn sample_request() -> ToWorker {
             },
             limits: Limits::default(),
         },
+        attachments: vec![3],
     })
+}
+
+#[test]
+fn a_payload_splits_into_the_input_and_its_overlays() {
+    let ToWorker::Request(req) = sample_request() else {
+        unreachable!("sample_request builds a request");
+    };
+    let (input, parts) = req.split_payload(b"imageabc").expect("fits");
+    assert_eq!(input, b"image");
+    assert_eq!(parts, vec![&b"abc"[..]]);
+    // Lengths that overrun the payload, or that do not match the overlay
+    // ops, are refused rather than read past the end.
+    assert!(req.split_payload(b"ab").is_err());
+    let mut wrong = req.clone();
+    wrong.attachments = vec![1, 1];
+    assert!(wrong.split_payload(b"imageabc").is_err());
+    wrong.attachments = vec![u64::MAX];
+    assert!(wrong.split_payload(b"imageabc").is_err());
 }
 
 fn frame_bytes<T: serde::Serialize>(msg: &T, payload: &[u8]) -> Vec<u8> {

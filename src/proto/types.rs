@@ -72,6 +72,18 @@ pub enum Gravity {
     },
 }
 
+/// Where the image of an `overlay` op comes from. The front (or the job
+/// runner) turns it into bytes, which travel after the input in the
+/// request's payload ([`Request::attachments`]); the worker never fetches
+/// or opens anything itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OverlaySource {
+    /// An image the operator registered at start (`--overlay NAME=FILE`).
+    Named(String),
+    /// A second URL source (`image_url=`, only with URL sources on).
+    Url(String),
+}
+
 /// One image operation. The front builds these from query parameters (and
 /// validates every field); the worker's engine executes them in order, on
 /// every frame of an animation.
@@ -151,6 +163,21 @@ pub enum Op {
     /// Cut away borders of the top-left pixel's colour (each channel within
     /// `threshold`, 0..=255 scale).
     Trim { threshold: u8 },
+    /// Composite another image onto this one (a watermark): placed at
+    /// `gravity` (`Smart` and `Focal` are not positions) and moved `x`, `y`
+    /// pixels inwards from the edges it names (right and down for the
+    /// centre), its alpha multiplied by `opacity` (0..=1), first resized to
+    /// `scale` x the base's width when given, repeated over the whole image
+    /// when `tile`. Every frame of an animation gets the same overlay.
+    Overlay {
+        image: OverlaySource,
+        gravity: Gravity,
+        x: i32,
+        y: i32,
+        opacity: f32,
+        scale: Option<f32>,
+        tile: bool,
+    },
     /// No pixel change: decode and encode to the output format.
     Convert,
     /// Describe the image instead of transforming it (reply is [`ImageInfo`]).
@@ -198,6 +225,7 @@ impl Op {
             Op::Crop { .. } => "crop",
             Op::Pad { .. } => "pad",
             Op::Trim { .. } => "trim",
+            Op::Overlay { .. } => "overlay",
             Op::Convert => "convert",
             Op::Info => "info",
             Op::TestSleep { .. } => "__sleep",
@@ -363,6 +391,48 @@ pub struct Request {
     /// Echoed by the reply; a mismatch means the slot is out of step.
     pub id: u64,
     pub task: Task,
+    /// The byte lengths of the overlay images that follow the input in the
+    /// payload, one for each `Overlay` op of the task, in op order (the
+    /// input is what comes before them).
+    pub attachments: Vec<u64>,
+}
+
+impl Request {
+    /// Splits a request's payload into the input and its attachments, or
+    /// says why the lengths do not fit it.
+    pub fn split_payload<'a>(
+        &self,
+        payload: &'a [u8],
+    ) -> Result<(&'a [u8], Vec<&'a [u8]>), String> {
+        let overlays = self
+            .task
+            .ops
+            .iter()
+            .filter(|op| matches!(op, Op::Overlay { .. }))
+            .count();
+        if overlays != self.attachments.len() {
+            return Err(format!(
+                "{} overlay images sent for {overlays} overlay ops",
+                self.attachments.len()
+            ));
+        }
+        let tail = self
+            .attachments
+            .iter()
+            .try_fold(0u64, |sum, len| sum.checked_add(*len))
+            .and_then(|t| usize::try_from(t).ok())
+            .filter(|t| *t <= payload.len())
+            .ok_or_else(|| "overlay images longer than the payload".to_string())?;
+        let (input, mut rest) = payload.split_at(payload.len() - tail);
+        let mut parts = Vec::with_capacity(self.attachments.len());
+        for len in &self.attachments {
+            // Each length fits: their sum does.
+            let (part, more) = rest.split_at(*len as usize);
+            parts.push(part);
+            rest = more;
+        }
+        Ok((input, parts))
+    }
 }
 
 /// Master to worker.

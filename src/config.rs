@@ -165,9 +165,10 @@ pub struct MasterArgs {
     #[arg(long = "preset", value_name = "NAME=OPS")]
     pub presets: Vec<String>,
 
-    /// An image for the `overlay` op, `NAME=FILE` (repeatable; in the
-    /// environment, comma-separated): read at start, checked by a worker,
-    /// then composited by `overlay?image=NAME`. At most --max-body bytes.
+    /// An image for the `overlay` op, `NAME=FILE` (repeatable, or
+    /// comma-separated, so a FILE cannot hold a comma): read at start,
+    /// checked by a worker, then composited by `overlay?image=NAME`. At
+    /// most --max-body bytes.
     #[arg(
         long = "overlay",
         env = "PIXFORK_OVERLAY",

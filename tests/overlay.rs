@@ -420,3 +420,115 @@ fn image_url_fetches_a_second_source_under_the_same_rules() {
     assert_eq!(r.error_code(), "source_failed");
     s.stop();
 }
+
+#[test]
+fn edges_sizes_and_colour_types() {
+    let (dir, spec) = logo_file();
+    let other = dir.join("logo2.png");
+    let mut flipped = logo();
+    image::imageops::flip_horizontal_in_place(&mut flipped);
+    std::fs::write(
+        &other,
+        encode(DynamicImage::ImageRgba8(flipped), ImageFormat::Png),
+    )
+    .expect("write logo2");
+    let spec2 = format!("logo2={}", other.display());
+    let s = Server::start(&[
+        "--overlay",
+        &spec,
+        "--overlay",
+        &spec2,
+        "--max-pixels",
+        "1000000",
+        "--cache-size",
+        "64MiB",
+    ]);
+    let base = base_png();
+    // Offsets far outside the picture leave it untouched; an overlay
+    // larger than the picture is clipped to it.
+    let out = decoded(&s.post("/v1/overlay?image=logo&x=-65535&y=65535&format=png", &base));
+    assert_pixels(&out, 0, |_, _| BLUE);
+    let tiny = encode(
+        DynamicImage::ImageRgba8(RgbaImage::from_pixel(8, 4, Rgba(BLUE))),
+        ImageFormat::Png,
+    );
+    let out = decoded(&s.post("/v1/overlay?image=logo&gravity=northwest&format=png", &tiny));
+    assert_eq!(out.dimensions(), (8, 4));
+    assert_pixels(&out, 0, |_, _| RED);
+    // A scale that would make the overlay larger than --max-pixels is a
+    // 413 before it is made (a 20 x 10 logo at a 4000-wide base's full
+    // width would be 4000 x 2000).
+    let wide = encode(
+        DynamicImage::ImageRgba8(RgbaImage::from_pixel(4000, 10, Rgba(BLUE))),
+        ImageFormat::Png,
+    );
+    let r = s.post("/v1/overlay?image=logo&scale=1", &wide);
+    assert_eq!(r.status, 413, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.error_code(), "image_too_large");
+    // 16-bit stays 16-bit; grey becomes colour (the overlay is red).
+    let deep = encode(
+        DynamicImage::ImageRgb16(image::ImageBuffer::from_pixel(
+            30,
+            20,
+            image::Rgb([0u16, 0, 65535]),
+        )),
+        ImageFormat::Png,
+    );
+    let r = s.post("/v1/overlay?image=logo&gravity=northwest&format=png", &deep);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let out = image::load_from_memory(&r.body).expect("png");
+    assert_eq!(out.color(), image::ColorType::Rgb16);
+    let out = out.into_rgb16();
+    assert_eq!(out.get_pixel(0, 0).0, [65535, 0, 0]);
+    assert_eq!(out.get_pixel(15, 5).0, [0, 0, 65535]);
+    let grey = encode(
+        DynamicImage::ImageLuma8(image::GrayImage::from_pixel(30, 20, image::Luma([90]))),
+        ImageFormat::Png,
+    );
+    let out = image::load_from_memory(
+        &s.post("/v1/overlay?image=logo&gravity=northwest&format=png", &grey)
+            .body,
+    )
+    .expect("png");
+    assert_eq!(out.color(), image::ColorType::Rgb8);
+    assert_eq!(out.into_rgb8().get_pixel(0, 0).0, [255, 0, 0]);
+    // Another overlay is another result: another ETag; the same request
+    // again is the cache's.
+    let a = s.post("/v1/overlay?image=logo&format=png", &base);
+    let b = s.post("/v1/overlay?image=logo2&format=png", &base);
+    assert_eq!((a.status, b.status), (200, 200));
+    assert_ne!(a.header("etag"), b.header("etag"));
+    assert_ne!(a.body, b.body);
+    let again = s.post("/v1/overlay?image=logo&format=png", &base);
+    assert_eq!(again.header("etag"), a.header("etag"));
+    let timing = again.header("server-timing").unwrap_or("");
+    assert!(timing.starts_with("cache;desc=hit"), "{timing}");
+    s.stop();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_changed_overlay_file_gives_a_new_etag_after_a_restart() {
+    let (dir, spec) = logo_file();
+    let base = base_png();
+    let first = {
+        let s = Server::start(&["--overlay", &spec]);
+        let r = s.post("/v1/overlay?image=logo&format=png", &base);
+        s.stop();
+        r
+    };
+    // The same name, another picture.
+    let path = dir.join("logo.png");
+    let blank = RgbaImage::from_pixel(20, 10, Rgba([0, 0, 0, 128]));
+    std::fs::write(
+        &path,
+        encode(DynamicImage::ImageRgba8(blank), ImageFormat::Png),
+    )
+    .expect("rewrite logo");
+    let s = Server::start(&["--overlay", &spec]);
+    let second = s.post("/v1/overlay?image=logo&format=png", &base);
+    assert_eq!((first.status, second.status), (200, 200));
+    assert_ne!(first.header("etag"), second.header("etag"));
+    s.stop();
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -74,7 +74,12 @@ fn the_playground_works_in_a_real_browser() {
     let seen = drive(&server);
 
     // The page ran cleanly under its own Content-Security-Policy.
-    for key in ["console_errors", "page_errors", "csp_violations"] {
+    for key in [
+        "console_errors",
+        "page_errors",
+        "csp_violations",
+        "failed_loads",
+    ] {
         assert_eq!(seen[key], serde_json::json!([]), "{key}: {}", seen[key]);
     }
 

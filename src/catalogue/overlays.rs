@@ -49,7 +49,10 @@ pub enum OverlayError {
 /// The registered overlays, by name.
 #[derive(Debug, Clone, Default)]
 pub struct Overlays {
-    by_name: BTreeMap<String, Bytes>,
+    /// Each image with the BLAKE3 hash of its bytes, made once here: a
+    /// result's name includes it, and hashing a large file per request
+    /// would cost every request that names it.
+    by_name: BTreeMap<String, (Bytes, [u8; 32])>,
 }
 
 impl Overlays {
@@ -69,7 +72,8 @@ impl Overlays {
                 return Err(OverlayError::Duplicate(name.to_string()));
             }
             let bytes = read_capped(name, path, max_bytes)?;
-            by_name.insert(name.to_string(), Bytes::from(bytes));
+            let digest = *blake3::hash(&bytes).as_bytes();
+            by_name.insert(name.to_string(), (Bytes::from(bytes), digest));
         }
         Ok(Overlays { by_name })
     }
@@ -81,7 +85,7 @@ impl Overlays {
 
     /// Every registered overlay with its bytes.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Bytes)> {
-        self.by_name.iter().map(|(n, b)| (n.as_str(), b))
+        self.by_name.iter().map(|(n, (b, _))| (n.as_str(), b))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -116,7 +120,10 @@ impl Overlays {
             };
             out.push(match image {
                 OverlaySource::Named(name) => match self.by_name.get(name) {
-                    Some(bytes) => Attachment::Ready(bytes.clone()),
+                    Some((bytes, digest)) => Attachment::Ready {
+                        bytes: bytes.clone(),
+                        digest: *digest,
+                    },
                     None => return Err(self.unknown(&label, name)),
                 },
                 OverlaySource::Url(url) => Attachment::Fetch(url.clone()),
@@ -141,8 +148,8 @@ impl Overlays {
 /// The image one overlay op needs.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Attachment {
-    /// A registered overlay's bytes.
-    Ready(Bytes),
+    /// A registered overlay's bytes and their BLAKE3 hash.
+    Ready { bytes: Bytes, digest: [u8; 32] },
     /// `image_url=`: to be fetched under the URL-source rules.
     Fetch(String),
 }
@@ -209,7 +216,10 @@ mod tests {
         assert_eq!(
             o.attachments(&task).expect("known"),
             vec![
-                Attachment::Ready(Bytes::from_static(b"logo bytes")),
+                Attachment::Ready {
+                    bytes: Bytes::from_static(b"logo bytes"),
+                    digest: *blake3::hash(b"logo bytes").as_bytes(),
+                },
                 Attachment::Fetch("http://x/y.png".to_string()),
             ]
         );

@@ -280,7 +280,7 @@ fn run_task(
 
     let started = Instant::now();
     let content = orient(decoded.content, decoded.orientation);
-    let content = ops::apply(content, &ops, &overlays, &task.limits, source, tuning);
+    let content = ops::apply(content, &ops, overlays, &task.limits, source, tuning);
     timing.ops_us = micros_since(started);
     let content = content?;
 
@@ -329,10 +329,34 @@ fn decode_overlays(
             EngineError::Internal(m) => EngineError::Internal(say(m)),
         }
     };
+    // All overlays of a request together get one frame's pixel budget
+    // (every frame counted), so four animated overlays cannot each hold
+    // as much as the input may.
+    let mut budget = limits.max_pixels;
     images
         .iter()
         .map(|bytes| {
-            let decoded = decode_input(bytes, limits, None, tuning).map_err(named)?;
+            let own = crate::proto::Limits {
+                max_pixels: budget,
+                max_frames: limits.max_frames,
+                max_total_pixels: budget,
+            };
+            let decoded = decode_input(bytes, &own, None, tuning).map_err(|e| match e {
+                EngineError::TooLarge(m) => EngineError::TooLarge(format!(
+                    "{m} (the overlays of one request share --max-pixels, all frames counted)"
+                )),
+                other => other,
+            });
+            let decoded = decoded.map_err(named)?;
+            let held: u64 = match &decoded.content {
+                Content::Still(i) => u64::from(i.width()) * u64::from(i.height()),
+                Content::Animation(a) => a
+                    .frames
+                    .iter()
+                    .map(|f| u64::from(f.image.width()) * u64::from(f.image.height()))
+                    .sum(),
+            };
+            budget = budget.saturating_sub(held);
             let orientation = decoded.orientation;
             Ok(match orient(decoded.content, orientation) {
                 Content::Still(image) => image.into_rgba8(),

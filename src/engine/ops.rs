@@ -47,18 +47,18 @@ struct FrameCtx {
 pub fn apply(
     content: Content,
     ops: &[&Op],
-    overlays: &[RgbaImage],
+    overlays: Vec<RgbaImage>,
     limits: &Limits,
     source: (u32, u32),
     tuning: &Tuning,
 ) -> Result<Content, EngineError> {
     let mut resizer = Resizer::new();
     let tuning = *tuning;
-    let mut overlays = overlays.iter();
+    let mut overlays = overlays.into_iter();
     // The next overlay op's image, sized for a picture `width` wide.
     let mut sized_overlay = |op: &Op, width: u32, resizer: &mut Resizer| match op {
         Op::Overlay { scale, .. } => match overlays.next() {
-            Some(image) => overlay::sized(image, *scale, width, resizer).map(Some),
+            Some(image) => overlay::sized(image, *scale, width, limits, resizer).map(Some),
             None => Err(EngineError::Internal(
                 "an overlay op without its image".to_string(),
             )),

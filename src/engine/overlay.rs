@@ -11,7 +11,7 @@
 use fast_image_resize::Resizer;
 use image::{DynamicImage, Pixel, RgbaImage};
 
-use crate::proto::Gravity;
+use crate::proto::{Gravity, Limits};
 
 use super::error::EngineError;
 use super::geometry;
@@ -29,20 +29,30 @@ pub struct Placement {
 
 /// The overlay as it will be drawn on a base `base_width` wide: resized to
 /// `scale` x that width (aspect ratio kept, at least one pixel), or as is.
+/// The resized size is checked against the pixel limit before anything is
+/// allocated: a tall, thin overlay scaled to a wide base could otherwise
+/// ask for billions of pixels.
 pub fn sized(
-    overlay: &RgbaImage,
+    overlay: RgbaImage,
     scale: Option<f32>,
     base_width: u32,
+    limits: &Limits,
     resizer: &mut Resizer,
 ) -> Result<RgbaImage, EngineError> {
     let Some(scale) = scale else {
-        return Ok(overlay.clone());
+        return Ok(overlay);
     };
     let (ow, oh) = overlay.dimensions();
-    let w = ((f64::from(base_width) * f64::from(scale)).round() as u32).max(1);
-    let h = ((f64::from(oh) * f64::from(w) / f64::from(ow.max(1))).round() as u32).max(1);
-    let src = DynamicImage::ImageRgba8(overlay.clone());
-    Ok(geometry::resize(&src, w, h, resizer)?.into_rgba8())
+    let w = (f64::from(base_width) * f64::from(scale)).round().max(1.0);
+    let h = (f64::from(oh) * w / f64::from(ow.max(1))).round().max(1.0);
+    if w * h > limits.max_pixels as f64 || h > f64::from(u32::MAX) {
+        return Err(EngineError::TooLarge(format!(
+            "overlay scaled to {w} x {h} pixels is over the limit of {} pixels",
+            limits.max_pixels
+        )));
+    }
+    let src = DynamicImage::ImageRgba8(overlay);
+    Ok(geometry::resize(&src, w as u32, h as u32, resizer)?.into_rgba8())
 }
 
 /// Draws `overlay` (already sized) onto `base` as `at` says.

@@ -116,11 +116,11 @@ pub(super) async fn image_route(
     // A URL source whose version its origin said is still fresh: the
     // result's name is known without fetching, so a revalidation or a cache
     // hit costs no trip to the origin (nor a queue place).
-    let known_overlays = known_digests(&attachments).await;
+    let known_overlays = known_digests(&attachments);
     if let (Some(url), Some(overlays)) = (&parsed.url, &known_overlays) {
         if let Some(v) = app.cache.fresh_source(url) {
             let key = result_key(&v.digest, overlays, &task);
-            let k = known(key, v.last_modified);
+            let k = known(key, v.last_modified.filter(|_| overlays.is_empty()));
             if let Some(resp) = k
                 .answer_without_work(app, &method, req.headers(), cacheable)
                 .await?
@@ -160,13 +160,26 @@ pub(super) async fn image_route(
     let mut overlays = Vec::with_capacity(attachments.len());
     let mut overlay_digests = Vec::with_capacity(attachments.len());
     for a in attachments {
-        let bytes = match a {
-            Attachment::Ready(bytes) => bytes,
-            Attachment::Fetch(url) => net::fetch(sources, &url, &mut hold).await?.bytes,
+        let (bytes, digest) = match a {
+            Attachment::Ready { bytes, digest } => (bytes, digest),
+            Attachment::Fetch(url) => {
+                let f = net::fetch(sources, &url, &mut hold)
+                    .await
+                    .map_err(|e| match e {
+                        net::FetchError::BadUrl(m) => {
+                            error::bad("image_url", format!("image_url: {m}"))
+                        }
+                        other => other.into(),
+                    })?;
+                let digest = hashed(&f.bytes).await;
+                (f.bytes, digest)
+            }
         };
-        overlay_digests.push(hashed(&bytes).await);
+        overlay_digests.push(digest);
         overlays.push(bytes);
     }
+    // The source's date says nothing of when an overlay changed.
+    let last_modified = last_modified.filter(|_| overlays.is_empty());
     let k = known(result_key(&source, &overlay_digests, &task), last_modified);
     trace.bytes_in = body.len() as u64;
     if let Some(resp) = k
@@ -373,16 +386,16 @@ pub(super) fn overlay_attachments(
     Ok(attachments)
 }
 
-/// The overlays' digests when all of them are known without fetching.
-async fn known_digests(attachments: &[Attachment]) -> Option<Vec<Digest>> {
-    let mut out = Vec::with_capacity(attachments.len());
-    for a in attachments {
-        match a {
-            Attachment::Ready(bytes) => out.push(hashed(bytes).await),
-            Attachment::Fetch(_) => return None,
-        }
-    }
-    Some(out)
+/// The overlays' digests when all of them are known without fetching
+/// (registered ones are hashed once, at start).
+fn known_digests(attachments: &[Attachment]) -> Option<Vec<Digest>> {
+    attachments
+        .iter()
+        .map(|a| match a {
+            Attachment::Ready { digest, .. } => Some(*digest),
+            Attachment::Fetch(_) => None,
+        })
+        .collect()
 }
 
 /// Test ops need no image, so their requests may have empty bodies.

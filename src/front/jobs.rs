@@ -23,7 +23,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
 use super::app::{json, not_allowed, App, Resp};
-use super::body::read_body;
+use super::body::{drain, read_body};
 use super::error::{bad, ApiError};
 use crate::catalogue;
 use crate::jobs::model::{
@@ -169,17 +169,27 @@ async fn submit(
     request_id: &str,
 ) -> Result<Resp, ApiError> {
     let query = req.uri().query().unwrap_or("").to_string();
-    // Validated exactly as the sync route, before anything is stored.
-    let (task, callback) = catalogue::parse_job(op, Some(&query), jobs.limits())?;
-    // Overlay names must be known now, not when the job runs.
-    app.cfg.overlays.attachments(&task)?;
+    // Validated exactly as the sync route, overlay names included, before
+    // anything is stored; a refused client still gets to read its 400.
+    let parsed = catalogue::parse_job(op, Some(&query), jobs.limits()).and_then(|(task, cb)| {
+        app.cfg.overlays.attachments(&task)?;
+        Ok((task, cb))
+    });
+    let (task, callback) = match parsed {
+        Ok(p) => p,
+        Err(e) => {
+            drain(req.into_body()).await;
+            return Err(e.into());
+        }
+    };
     if let Some(url) = &callback {
-        net::check_callback_url(jobs.callback_guard(), url).map_err(|e| {
-            bad(
+        if let Err(e) = net::check_callback_url(jobs.callback_guard(), url) {
+            drain(req.into_body()).await;
+            return Err(bad(
                 catalogue::CALLBACK_PARAM,
                 format!("callback_url cannot be used: {e}"),
-            )
-        })?;
+            ));
+        }
     }
     // Capped by --max-body, as a synchronous request, so any stored input
     // reaches a worker.

@@ -295,7 +295,7 @@ async fn attempt(inner: &Inner, job: &Claimed) -> Step {
         Ok(a) => a
             .into_iter()
             .filter_map(|a| match a {
-                catalogue::Attachment::Ready(bytes) => Some(bytes),
+                catalogue::Attachment::Ready { bytes, .. } => Some(bytes),
                 catalogue::Attachment::Fetch(_) => None,
             })
             .collect::<Vec<_>>(),

@@ -23,7 +23,20 @@ const browser = await chromium.launch({
   args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"],
   timeout: 60_000,
 });
-const out = { console_errors: [], csp_violations: [], page_errors: [] };
+const out = { console_errors: [], csp_violations: [], page_errors: [], failed_loads: [] };
+// The page's own files (and the page) must all load: an API call may fail
+// on purpose, nothing else may.
+const watchLoads = (p) =>
+  p.on("response", (r) => {
+    if (r.status() >= 400 && !new URL(r.url()).pathname.startsWith("/v1/")) {
+      out.failed_loads.push(`${r.status()} ${r.url()}`);
+    }
+  });
+const cspProbe = () => {
+  document.addEventListener("securitypolicyviolation", (e) => {
+    (window.__csp = window.__csp || []).push(`${e.violatedDirective} ${e.blockedURI}`);
+  });
+};
 try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   context.setDefaultTimeout(TIMEOUT);
@@ -34,11 +47,8 @@ try {
     if (m.type() === "error" && !/Failed to load resource/.test(m.text())) out.console_errors.push(m.text());
   });
   page.on("pageerror", (e) => out.page_errors.push(String(e)));
-  await page.addInitScript(() => {
-    document.addEventListener("securitypolicyviolation", (e) => {
-      (window.__csp = window.__csp || []).push(`${e.violatedDirective} ${e.blockedURI}`);
-    });
-  });
+  watchLoads(page);
+  await page.addInitScript(cspProbe);
 
   await page.goto(base + "/");
   await page.waitForSelector("body[data-ready=true]");
@@ -129,15 +139,19 @@ try {
   const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
   const small = await phone.newPage();
   small.setDefaultTimeout(TIMEOUT);
+  watchLoads(small);
+  small.on("pageerror", (e) => out.page_errors.push(`phone: ${e}`));
+  await small.addInitScript(cspProbe);
   await small.goto(base + "/");
   await small.waitForSelector("body[data-ready=true]");
   out.phone = await small.evaluate(() => ({
     scroll_width: document.documentElement.scrollWidth,
     inner_width: window.innerWidth,
   }));
+  const phoneCsp = await small.evaluate(() => window.__csp || []);
   await phone.close();
 
-  out.csp_violations = await page.evaluate(() => window.__csp || []);
+  out.csp_violations = (await page.evaluate(() => window.__csp || [])).concat(phoneCsp);
 } catch (err) {
   out.failure = String(err && err.stack ? err.stack : err);
 } finally {

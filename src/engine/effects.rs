@@ -12,6 +12,7 @@ use image::{DynamicImage, Pixel};
 
 use crate::proto::Color;
 
+use super::alpha;
 use super::error::EngineError;
 use super::pixel::{
     able_to_hold, has_alpha, luma, map_buffer, read_rgba, to_colour, without_alpha, write_rgba,
@@ -73,6 +74,17 @@ pub fn blur_to(
     // Beyond the image size more blur changes nothing visible, and the
     // blurs' window set-up is linear in the radius.
     let sigma = sigma.min(size.0.max(size.1).max(1) as f32);
+    // Colour weighed by alpha, so invisible pixels do not bleed.
+    alpha::premultiplied(image, |image| blur_straight(image, sigma, fast, size))
+}
+
+/// [`blur_to`] of every channel alike (after any premultiplying).
+fn blur_straight(
+    image: &DynamicImage,
+    sigma: f32,
+    fast: bool,
+    size: (u32, u32),
+) -> Result<DynamicImage, EngineError> {
     let loaded = (image.width(), image.height());
     if fast {
         if let Some(out) = blur_fast(image, sigma, size)? {
@@ -464,7 +476,7 @@ where
 }
 
 /// Replaces each `size` x `size` block (smaller at the right and bottom
-/// edges) by its mean colour.
+/// edges) by its mean colour (premultiplied: see `alpha.rs`).
 pub fn pixelate(image: DynamicImage, size: u32) -> Result<DynamicImage, EngineError> {
     if size == 0 {
         return Err(EngineError::BadParameter(
@@ -473,6 +485,10 @@ pub fn pixelate(image: DynamicImage, size: u32) -> Result<DynamicImage, EngineEr
     }
     if size == 1 {
         return Ok(image);
+    }
+    // A block's mean weighs each pixel's colour by its alpha.
+    if alpha::needs_premultiplying(&image) {
+        return alpha::premultiplied(&image, |i| Ok(map_buffer!(i.clone(), pixelate_buf, size)));
     }
     Ok(map_buffer!(image, pixelate_buf, size))
 }

@@ -30,6 +30,7 @@
 //! filled), so a sleep request with an empty body still succeeds. Otherwise
 //! the remaining real ops run as usual.
 
+mod alpha;
 mod avif;
 mod decode;
 mod effects;

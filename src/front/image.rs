@@ -463,10 +463,15 @@ pub async fn check_overlays(
     limits: crate::proto::Limits,
 ) -> Result<(), String> {
     for (name, bytes) in overlays.iter() {
+        // Under the budget a request's overlays get: one frame's pixels,
+        // every frame counted.
         let task = crate::proto::Task {
             ops: vec![crate::proto::Op::Info],
             output: Default::default(),
-            limits,
+            limits: crate::proto::Limits {
+                max_total_pixels: limits.max_pixels.min(limits.max_total_pixels),
+                ..limits
+            },
         };
         let refused = |why: String| format!("--overlay {name}: {why}");
         let done = pool

@@ -216,7 +216,21 @@ pub fn decode(
 /// Reads the orientation without ever failing the request: broken EXIF is
 /// common in the wild and must not cost the client its image.
 fn orientation_of(decoder: &mut impl ImageDecoder) -> Orientation {
-    decoder.orientation().unwrap_or(Orientation::NoTransforms)
+    match decoder.orientation() {
+        Ok(Orientation::NoTransforms) | Err(_) => {}
+        Ok(found) => return found,
+    }
+    // `image` reads EXIF that starts with its TIFF header. Some writers
+    // keep JPEG's `Exif\0\0` prefix in WebP's and PNG's EXIF chunks, which
+    // browsers and Pillow still honour: read those too, so the same
+    // picture comes out the same whatever its container.
+    match decoder.exif_metadata() {
+        Ok(Some(exif)) => exif
+            .strip_prefix(b"Exif\0\0")
+            .and_then(Orientation::from_exif_chunk)
+            .unwrap_or(Orientation::NoTransforms),
+        _ => Orientation::NoTransforms,
+    }
 }
 
 fn decode_still(

@@ -101,13 +101,21 @@ fn psnr(a: &RgbaImage, b: &RgbaImage) -> f64 {
 }
 
 /// Mean absolute difference between horizontal neighbours: a detail measure.
+/// Mean horizontal change of what is seen: the picture over white (the
+/// colour held by fully transparent pixels is no detail).
 fn detail(img: &RgbaImage) -> f64 {
     let (w, h) = img.dimensions();
+    let seen = |x: u32, y: u32, i: usize| {
+        let p = img.get_pixel(x, y);
+        let a = f64::from(p[3]) / 255.0;
+        f64::from(p[i]) * a + 255.0 * (1.0 - a)
+    };
     let mut sum = 0f64;
     for y in 0..h {
         for x in 1..w {
-            let (a, b) = (img.get_pixel(x, y), img.get_pixel(x - 1, y));
-            sum += (0..3).map(|i| f64::from(a[i].abs_diff(b[i]))).sum::<f64>();
+            sum += (0..3)
+                .map(|i| (seen(x, y, i) - seen(x - 1, y, i)).abs())
+                .sum::<f64>();
         }
     }
     sum / f64::from(w * h)

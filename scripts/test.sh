@@ -35,6 +35,14 @@ if ! command -v st >/dev/null 2>&1; then
     hash -r
 fi
 
+# Pillow (with pillow-heif and pillow-jxl-plugin for HEIC and JPEG XL) is
+# the reference decoder tests/fidelity.rs compares every corpus file with.
+if ! python3 -c 'import PIL, pillow_heif, pillow_jxl' >/dev/null 2>&1; then
+    echo "installing: pillow pillow-heif pillow-jxl-plugin" >&2
+    python3 -m pip install -q --disable-pip-version-check \
+        'pillow==13.0.0' 'pillow-heif==1.9.0' 'pillow-jxl-plugin==1.3.8' >/dev/null
+fi
+
 # The crash-isolation tests need the test-only ops; they are never part of
 # a release build.
 log=$(mktemp)

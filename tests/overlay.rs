@@ -265,6 +265,15 @@ fn pipelines_and_jobs_run_it_like_a_single_request() {
 fn bad_overlay_requests_are_clear_400s_and_reach_no_worker() {
     let (s, dir) = server_with_logo(&[]);
     let base = base_png();
+    // The registry is listed for clients (and the playground).
+    let listed = s.get("/v1/overlays");
+    assert_eq!(listed.status, 200);
+    let logo_png = encode(DynamicImage::ImageRgba8(logo()), ImageFormat::Png);
+    assert_eq!(
+        listed.json(),
+        serde_json::json!({"overlays": [{"name": "logo", "bytes": logo_png.len()}]})
+    );
+    assert_eq!(s.post("/v1/overlays", b"").status, 405);
     let served = s.requests_served();
     let cases: &[(&str, &str, &str)] = &[
         ("/v1/overlay?image=nope", "image", "registered: logo"),

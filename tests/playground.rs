@@ -13,6 +13,8 @@ use std::process::Command;
 use common::{corpus, Server};
 
 const PHOTO: &str = "valid/jpeg/photo_portrait_800x533_baseline.jpg";
+/// The registered overlay the page must offer.
+const LOGO: &str = "valid/png/palette_trns_300x225.png";
 /// Chromium cannot show HEIC: the page must fall back to the server's PNG.
 const HEIC: &str = "valid/heic/alpha_8bit_512x512_icc.heic";
 
@@ -70,7 +72,8 @@ fn drive(server: &Server) -> serde_json::Value {
 
 #[test]
 fn the_playground_works_in_a_real_browser() {
-    let server = Server::start(&[]);
+    let logo = format!("logo={}", corpus().join(LOGO).display());
+    let server = Server::start(&["--overlay", &logo]);
     let seen = drive(&server);
 
     // The page ran cleanly under its own Content-Security-Policy.
@@ -163,6 +166,15 @@ fn the_playground_works_in_a_real_browser() {
     assert_eq!(seen["info"]["height"], 533);
     assert_eq!(seen["info"]["format"], "jpeg");
 
+    // The registered overlay is offered for overlay's image=, and runs.
+    assert_eq!(seen["overlay_choices"], serde_json::json!(["logo"]));
+    assert_eq!(seen["overlay"]["natural_width"], 800);
+    let curl = seen["overlay"]["curl"].as_str().unwrap_or("");
+    assert!(
+        curl.contains("/v1/overlay?") && curl.contains("image=logo"),
+        "{curl}"
+    );
+    assert!(curl.contains("gravity=southeast"), "{curl}");
     // HEIC: the browser cannot decode it, the page shows the server's PNG.
     assert_eq!(seen["heic_before_width"], 512);
     assert_eq!(seen["heic_before_meta"], "heif");

@@ -24,6 +24,7 @@ const state = {
   beforeUrl: null,
   afterUrl: null,
   running: null,    // AbortController of the request in flight
+  overlays: [],     // names from /v1/overlays
 };
 
 // ---- the catalogue -------------------------------------------------------
@@ -36,6 +37,14 @@ async function loadCatalogue() {
   state.byName = new Map(doc.ops.map((op) => [op.name, op]));
   state.output = doc.output_params || [];
   state.maxOps = (doc.pipeline && doc.pipeline.max_ops) || 16;
+  // The registered overlays, offered for overlay's image= (the page works
+  // without them).
+  try {
+    const r = await fetch("/v1/overlays", { headers: { Accept: "application/json" } });
+    if (r.ok) state.overlays = ((await r.json()).overlays || []).map((o) => o.name);
+  } catch {
+    state.overlays = [];
+  }
 }
 
 // ---- forms ---------------------------------------------------------------
@@ -76,6 +85,18 @@ function paramField(param, value, onChange, idPrefix) {
     input.autocomplete = "off";
     input.spellcheck = false;
     input.placeholder = dflt ? `default ${dflt}` : "";
+    if (param.type === "name" && param.name === "image" && state.overlays.length) {
+      const list = document.createElement("datalist");
+      list.id = `${idPrefix}-${param.name}-choices`;
+      for (const n of state.overlays) {
+        const o = document.createElement("option");
+        o.value = n;
+        list.append(o);
+      }
+      row.append(list);
+      input.setAttribute("list", list.id);
+      input.placeholder = `registered: ${state.overlays.join(", ")}`;
+    }
   }
   input.id = id;
   input.name = param.name;

@@ -13,8 +13,9 @@
 //!    limits (`limits.rs`), decode every frame (GIF, animated WebP and APNG
 //!    stay animations);
 //! 2. **ops** (`ops.rs`, with `geometry.rs`, `effects.rs`, `smart.rs`,
-//!    `overlay.rs` and the generic pixel plumbing of `pixel.rs`): apply the EXIF orientation
-//!    (unless `autorotate=false`), then each op in order, to every frame;
+//!    `overlay.rs`, `alpha.rs` and the generic pixel plumbing of
+//!    `pixel.rs`): apply the EXIF orientation (unless `autorotate=false`),
+//!    then each op in order, to every frame;
 //! 3. **encode** (`encode.rs`): write the requested format (or the input's
 //!    family; an animation without an explicit format becomes an animated
 //!    GIF), without metadata.

@@ -272,6 +272,15 @@ pub fn document(url_sources: bool) -> Json {
         ),
     );
     paths.insert(
+        "/v1/overlays".into(),
+        simple_get(
+            "list_overlays",
+            "the overlays of this server (--overlay): name and bytes, for overlay?image=NAME",
+            "application/json",
+            json!({"type": "object"}),
+        ),
+    );
+    paths.insert(
         "/v1/presets".into(),
         simple_get(
             "list_presets",

@@ -127,6 +127,22 @@ async fn route(
                 &serde_json::json!({ "presets": presets }),
             ))
         }
+        "/v1/overlays" => {
+            trace.op = Some("overlays");
+            if req.method() != Method::GET && req.method() != Method::HEAD {
+                return Err(not_allowed(req.method(), "GET"));
+            }
+            let overlays: Vec<_> = app
+                .cfg
+                .overlays
+                .iter()
+                .map(|(name, bytes)| serde_json::json!({ "name": name, "bytes": bytes.len() }))
+                .collect();
+            Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({ "overlays": overlays }),
+            ))
+        }
         "/v1/ops" => {
             trace.op = Some("ops");
             if req.method() != Method::GET && req.method() != Method::HEAD {

@@ -135,6 +135,21 @@ try {
     await page.screenshot({ path: screenshot, fullPage: true });
   }
 
+  // 6b. overlay: the server's registered overlays are offered for image=
+  await page.selectOption('[data-test="op"]', "overlay");
+  out.overlay_choices = await page.$$eval('input[name="image"]', (inputs) => {
+    const list = inputs[0] && inputs[0].list;
+    return list ? [...list.options].map((o) => o.value) : [];
+  });
+  await page.setInputFiles('[data-test="file"]', photo);
+  await page.fill('input[name="image"]', out.overlay_choices[0] || "");
+  await page.selectOption('select[name="gravity"]', "southeast");
+  await runAndWait("click");
+  out.overlay = {
+    natural_width: await naturalWidth(),
+    curl: await page.locator('[data-test="curl"]').textContent(),
+  };
+
   // 7. a phone: one column, nothing wider than the screen
   const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
   const small = await phone.newPage();

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
@@ -356,16 +356,7 @@ fn origin(files: Vec<(&'static str, Vec<u8>)>) -> SocketAddr {
             let files = files.clone();
             std::thread::spawn(move || -> std::io::Result<()> {
                 let mut stream = stream;
-                let mut reader = BufReader::new(stream.try_clone()?);
-                let mut line = String::new();
-                reader.read_line(&mut line)?;
-                let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-                loop {
-                    let mut header = String::new();
-                    if reader.read_line(&mut header)? == 0 || header == "\r\n" {
-                        break;
-                    }
-                }
+                let path = common::read_request_path(&stream)?;
                 match files.iter().find(|(p, _)| *p == path) {
                     Some((_, body)) => {
                         write!(

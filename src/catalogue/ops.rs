@@ -47,6 +47,7 @@ const GRAVITIES: &[&str] = &[
     "northwest",
     "southeast",
     "southwest",
+    // Crop-only: keep these two last (see POSITIONS).
     "smart",
     "focal",
 ];
@@ -91,20 +92,10 @@ fn gravity_with_focus(v: &Values) -> Result<Gravity, ParamError> {
     }
 }
 
-/// The gravities that name a position (an overlay's): a crop's `smart`
-/// and `focal` have no meaning there.
-const POSITIONS: &[&str] = &[
-    "centre",
-    "center",
-    "north",
-    "south",
-    "east",
-    "west",
-    "northeast",
-    "northwest",
-    "southeast",
-    "southwest",
-];
+/// The gravities that name a position (an overlay's): all but the last
+/// two of [`GRAVITIES`], since a crop's `smart` and `focal` have no meaning
+/// there.
+const POSITIONS: &[&str] = GRAVITIES.split_at(GRAVITIES.len() - 2).0;
 
 /// An overlay's offset from its edges, in pixels (negative: outwards).
 const OFFSET: Kind = Kind::Int {

@@ -25,10 +25,19 @@ pub fn premultiplied<F>(image: &DynamicImage, filter: F) -> Result<DynamicImage,
 where
     F: FnOnce(&DynamicImage) -> Result<DynamicImage, EngineError>,
 {
-    let color = image.color();
     if !needs_premultiplying(image) {
         return filter(image);
     }
+    premultiplied_always(image, filter)
+}
+
+/// [`premultiplied`] for a caller that has seen [`needs_premultiplying`]
+/// hold already (so the alpha is not scanned twice).
+pub fn premultiplied_always<F>(image: &DynamicImage, filter: F) -> Result<DynamicImage, EngineError>
+where
+    F: FnOnce(&DynamicImage) -> Result<DynamicImage, EngineError>,
+{
+    let color = image.color();
     if matches!(color, ColorType::La8 | ColorType::Rgba8) {
         return premultiplied_8(image, filter);
     }

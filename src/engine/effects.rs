@@ -488,7 +488,9 @@ pub fn pixelate(image: DynamicImage, size: u32) -> Result<DynamicImage, EngineEr
     }
     // A block's mean weighs each pixel's colour by its alpha.
     if alpha::needs_premultiplying(&image) {
-        return alpha::premultiplied(&image, |i| Ok(map_buffer!(i.clone(), pixelate_buf, size)));
+        return alpha::premultiplied_always(&image, |i| {
+            Ok(map_buffer!(i.clone(), pixelate_buf, size))
+        });
     }
     Ok(map_buffer!(image, pixelate_buf, size))
 }

@@ -523,3 +523,19 @@ pub fn decode_dims(bytes: &[u8]) -> (u32, u32, u32) {
     let img = image::load_from_memory(bytes).expect("decodable output");
     (img.width(), img.height(), 1)
 }
+
+/// Reads one HTTP/1 request head from `stream` (for the small origins the
+/// tests run) and returns its target path; the headers are read and
+/// dropped, so the caller can answer at once.
+pub fn read_request_path(stream: &std::net::TcpStream) -> std::io::Result<String> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header)? == 0 || header == "\r\n" {
+            return Ok(path);
+        }
+    }
+}

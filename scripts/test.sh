@@ -16,11 +16,13 @@ fi
 # database refuse writes at runtime; nasm so libjpeg-turbo is built with
 # its SIMD kernels, as in production (see scripts/serve.sh); node and
 # openssl run the README's URL-signing examples (tests/edge.rs); chromium
-# (the Debian package) loads the playground page for tests/playground.rs.
+# (the Debian package) loads the playground page for tests/playground.rs;
+# cjpeg (libjpeg-turbo-progs) writes the arithmetic-coded JPEGs of
+# tests/jpeg.rs, which no other tool at hand can.
 source scripts/need.sh
 need_build_deps
 need systemd-socket-activate systemd redis-server redis-server chattr e2fsprogs nasm nasm \
-    node nodejs npm npm openssl openssl chromium chromium
+    node nodejs npm npm openssl openssl chromium chromium cjpeg libjpeg-turbo-progs
 # playwright-core (npm, pinned by tests/browser/package-lock.json) drives
 # that chromium; it downloads no browser of its own.
 [ -d tests/browser/node_modules/playwright-core ] ||
@@ -42,6 +44,8 @@ if ! python3 -c 'import PIL, pillow_heif, pillow_jxl' >/dev/null 2>&1; then
     python3 -m pip install -q --disable-pip-version-check \
         'pillow==13.0.0' 'pillow-heif==1.9.0' 'pillow-jxl-plugin==1.3.8' >/dev/null
 fi
+# A few of Pillow's own test images (into target/pillow-images).
+./scripts/pillow-images.sh
 
 # The crash-isolation tests need the test-only ops; they are never part of
 # a release build.

@@ -2,16 +2,13 @@
 //! pixfork reads is decoded by pixfork (`convert?format=png`, lossless,
 //! EXIF orientation applied) and by Pillow (turned upright by its EXIF),
 //! and the two are compared at 8 bits as premultiplied RGBA by
-//! `tests/fidelity/compare.py`: the mean absolute difference of every
+//! `tests/fidelity/compare.py` (through `common::compare_with_pillow`): the mean absolute difference of every
 //! channel must be at most 2 levels of 255. SVG is left out (Pillow does not
 //! read it). The files known to differ are listed below with what is known
 //! of why; the test fails when one of them stops differing, so the list
 //! cannot outlive its reasons.
 
 mod common;
-
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 use common::Server;
 
@@ -52,7 +49,7 @@ fn decodes_match_pillow_within_two_levels() {
     );
     let s = Server::start(&[]);
     let dir = common::temp_dir();
-    let mut pairs = String::new();
+    let mut pairs = Vec::new();
     for (i, file) in files.iter().enumerate() {
         let r = s.post(
             "/v1/convert?format=png&compression=fast",
@@ -66,43 +63,14 @@ fn decodes_match_pillow_within_two_levels() {
         );
         let ours = dir.join(format!("{i}.png"));
         std::fs::write(&ours, &r.body).expect("write our decode");
-        let source = common::corpus().join(file);
-        pairs.push_str(&format!("{}\t{}\n", source.display(), ours.display()));
+        pairs.push((common::corpus().join(file), ours));
     }
     s.stop();
-
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fidelity/compare.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 (scripts/test.sh installs Pillow)");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(pairs.as_bytes())
-        .expect("write the list");
-    let out = child.wait_with_output().expect("compare.py");
-    assert!(
-        out.status.success(),
-        "compare.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let results: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect();
-    assert_eq!(results.len(), files.len(), "one answer per file");
+    let results = common::compare_with_pillow(&pairs);
 
     let mut failures = Vec::new();
     for (file, r) in files.iter().zip(&results) {
-        let mad: Vec<f64> = r["mad"]
-            .as_array()
-            .map(|m| m.iter().filter_map(|v| v.as_f64()).collect())
-            .unwrap_or_default();
+        let mad = common::mad_of(r);
         let worst = mad.iter().copied().fold(0.0, f64::max);
         let error = r["error"].as_str();
         let differs = error.is_some() || mad.len() != 4 || worst > MAX_MAD;

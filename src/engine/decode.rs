@@ -112,35 +112,40 @@ pub fn decode(
     let cursor = Cursor::new(input);
     match format {
         InputFormat::Jpeg => {
-            let mut decoder = JpegDecoder::new(cursor).map_err(err)?;
-            let (w, h) = decoder.dimensions();
-            check_canvas(w, h, limits)?;
+            // zune-jpeg's header parse: the limits check and the fallback
+            // decoder. It cannot read arithmetic-coded JPEGs, which libjpeg
+            // can, so its error only counts once libjpeg has refused too.
+            let header = JpegDecoder::new(cursor);
+            if let Ok(decoder) = &header {
+                let (w, h) = decoder.dimensions();
+                check_canvas(w, h, limits)?;
+            }
             if !sniff::jpeg_is_complete(input) {
+                header.map_err(err)?;
                 return Err(EngineError::Corrupt(
                     "JPEG data ends early (no end-of-image marker)".to_string(),
                 ));
             }
             if tuning.libjpeg {
-                let orientation = orientation_of(&mut decoder);
-                let wanted = need.and_then(|need| need(w, h, orientation));
-                let (factor, coarse) = match wanted {
+                let plan = |w, h, orientation| match need.and_then(|need| need(w, h, orientation)) {
                     Some(Wanted { least, coarse }) if tuning.shrink_on_load => {
                         (libjpeg::shrink_factor((w, h), least), coarse)
                     }
                     _ => (1, false),
                 };
-                if let Some(image) = libjpeg::decode(input, factor, coarse, limits)? {
+                if let Some(picture) = libjpeg::decode(input, limits, &plan)? {
+                    let (width, height) = picture.stored;
                     return Ok(Decoded {
                         format,
-                        width: w,
-                        height: h,
-                        color_type: decoder.color_type(),
-                        orientation,
-                        content: Content::Still(image),
+                        width,
+                        height,
+                        color_type: picture.image.color(),
+                        orientation: picture.orientation,
+                        content: Content::Still(picture.image),
                     });
                 }
             }
-            decode_still(decoder, format, limits)
+            decode_still(header.map_err(err)?, format, limits)
         }
         InputFormat::Png => {
             if let Some((w, h)) = sniff::png_dimensions(input) {

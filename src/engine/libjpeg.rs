@@ -13,13 +13,22 @@
 //!   nasm the C fallback is used: the build still works, full-size decodes
 //!   are slower; the scripts install nasm.)
 //!
-//! zune-jpeg stays the reference decoder: anything libjpeg refuses, warns
-//! about, or would convert differently (CMYK/YCCK, whose Adobe inversion
-//! conventions differ) falls back to it, so the verdict on a damaged file
-//! and the pixels of an odd one are the same as before this path existed.
-//! libjpeg's warnings ("corrupt JPEG data", "premature end of data") mean it
-//! patched over damage; counting them is what lets us fall back instead of
-//! serving a half-grey picture.
+//! zune-jpeg stays the fallback decoder: anything libjpeg refuses, or
+//! would convert differently (CMYK/YCCK, whose Adobe inversion conventions
+//! differ) goes to it, so the verdict on an odd file is the same as before
+//! this path existed.
+//!
+//! libjpeg's warnings say how it got past damage, and they are not all
+//! alike ([`Verdict`]): skipping junk bytes before a restart marker loses
+//! nothing (every block was decoded from the data, and the picture is the
+//! one Pillow, itself on libjpeg, shows), while "premature end of data
+//! segment", a lost restart marker or a bad Huffman code mean libjpeg filled
+//! blocks with grey it made up. A 200 must never carry pixels a decoder did
+//! not produce, and zune-jpeg patches the same damage with the same grey,
+//! so such a file is refused (422) rather than handed to it.
+//!
+//! Arithmetic-coded JPEGs (SOF9-11), which zune-jpeg cannot read at all,
+//! are decoded here too (`mozjpeg-sys`' `arith_dec`).
 //!
 //! libjpeg reports a fatal error through a callback that must not return;
 //! `mozjpeg` unwinds out of it, so every call here runs under
@@ -29,24 +38,78 @@ use std::cell::Cell;
 use std::os::raw::c_int;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use image::metadata::Orientation;
 use image::{DynamicImage, GrayImage, RgbImage};
-use mozjpeg::{ColorSpace, Compress, Decompress};
-use mozjpeg_sys::{jpeg_common_struct, jpeg_error_mgr, jpeg_std_error};
+use mozjpeg::{ColorSpace, Compress, Decompress, Marker};
+use mozjpeg_sys::{
+    jpeg_common_struct, jpeg_error_mgr, jpeg_std_error, JERR_BAD_CROP_SPEC, JWRN_ADOBE_XFORM,
+    JWRN_EXTRANEOUS_DATA, JWRN_HIT_MARKER, JWRN_HUFF_BAD_CODE, JWRN_JFIF_MAJOR, JWRN_JPEG_EOF,
+    JWRN_MUST_RESYNC, J_MESSAGE_CODE,
+};
 
 use super::error::EngineError;
 use super::limits::check_canvas;
 use crate::proto::Limits;
 
-thread_local! {
-    /// Warnings libjpeg emitted during the current decode on this thread.
-    static WARNINGS: Cell<u32> = const { Cell::new(0) };
+/// What libjpeg's warnings during one decode say about its pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// No warning, or only ones that lose no pixel data (junk skipped
+    /// before a marker, a bad ICC chunk, an unknown JFIF revision or Adobe
+    /// transform code): the pixels are what the data says.
+    Clean,
+    /// A warning this module does not know the effect of: zune-jpeg decides.
+    Unknown,
+    /// Blocks were filled in for data that was missing or unreadable; says
+    /// which damage libjpeg met first.
+    Invented(&'static str),
 }
 
-/// libjpeg's `emit_message`: level -1 is a warning about corrupt data.
-/// (Higher levels are trace messages, off by default.)
-unsafe extern "C-unwind" fn count_warning(_cinfo: &mut jpeg_common_struct, level: c_int) {
-    if level < 0 {
-        WARNINGS.with(|w| w.set(w.get().saturating_add(1)));
+thread_local! {
+    /// The verdict of the current decode on this thread.
+    static VERDICT: Cell<Verdict> = const { Cell::new(Verdict::Clean) };
+}
+
+/// mozjpeg-sys' Rust constants were generated without arithmetic coding;
+/// with `arith_dec`, libjpeg's message list (jerror.h) has
+/// JERR_NO_ARITH_TABLE and JWRN_ARITH_BAD_CODE right after
+/// JERR_BAD_CROP_SPEC, which moves every later code two places. These are
+/// the codes of the library as built; a unit test checks them against
+/// libjpeg's own message table.
+const JWRN_ARITH_BAD_CODE: J_MESSAGE_CODE = JERR_BAD_CROP_SPEC + 2;
+const JWRN_BOGUS_ICC: J_MESSAGE_CODE = mozjpeg_sys::JWRN_BOGUS_ICC + 2;
+
+/// What a warning code says about the pixels, if anything.
+fn classify(code: J_MESSAGE_CODE) -> Option<Verdict> {
+    let invented = |what| Some(Verdict::Invented(what));
+    match code {
+        JWRN_EXTRANEOUS_DATA | JWRN_JFIF_MAJOR | JWRN_ADOBE_XFORM | JWRN_BOGUS_ICC => None,
+        JWRN_HIT_MARKER => invented("a segment of picture data ends early"),
+        JWRN_JPEG_EOF => invented("the file ends inside the picture data"),
+        JWRN_MUST_RESYNC => invented("a restart marker is missing or out of order"),
+        JWRN_HUFF_BAD_CODE => invented("bad Huffman code"),
+        JWRN_ARITH_BAD_CODE => invented("bad arithmetic code"),
+        _ => Some(Verdict::Unknown),
+    }
+}
+
+/// libjpeg's `emit_message`: level -1 is a warning about corrupt data
+/// (higher levels are trace messages, off by default). Keeps the worst
+/// verdict so far; the first invented-pixels warning wins.
+unsafe extern "C-unwind" fn note_warning(cinfo: &mut jpeg_common_struct, level: c_int) {
+    if level >= 0 || cinfo.err.is_null() {
+        return;
+    }
+    // SAFETY: `err` is the error manager this decode was set up with
+    // (checked non-null above); libjpeg keeps it alive as long as `cinfo`
+    // and sets `msg_code` before calling this.
+    let code = unsafe { (*cinfo.err).msg_code };
+    if let Some(verdict) = classify(code) {
+        VERDICT.with(|v| match (v.get(), verdict) {
+            (Verdict::Invented(_), _) => {}
+            (_, Verdict::Invented(_)) | (Verdict::Clean, _) => v.set(verdict),
+            _ => {}
+        });
     }
 }
 
@@ -66,7 +129,7 @@ fn error_manager() -> jpeg_error_mgr {
     // SAFETY: `err` is a valid, exclusively borrowed jpeg_error_mgr.
     unsafe { jpeg_std_error(&mut err) };
     err.error_exit = Some(fail);
-    err.emit_message = Some(count_warning);
+    err.emit_message = Some(note_warning);
     err
 }
 
@@ -80,29 +143,55 @@ pub fn shrink_factor(size: (u32, u32), need: (u32, u32)) -> u32 {
         .unwrap_or(1)
 }
 
-/// Decodes `input` at 1/`denominator` scale (1, 2, 4 or 8) as RGB8, or L8
-/// for a greyscale JPEG; `coarse` picks the fast integer inverse DCT.
-/// `Ok(None)` when libjpeg refused the data, warned about it, or the colour
-/// space is one left to zune-jpeg: the caller decodes with zune-jpeg
-/// instead. `Err` when the size libjpeg itself reads from the header (or
-/// will output) is over `limits`: checked here, before any scanline is
-/// allocated, whatever another decoder's header parse said.
+/// A JPEG as libjpeg decoded it.
+pub struct Picture {
+    /// RGB8, or L8 for a greyscale JPEG; possibly scaled down by the plan.
+    pub image: DynamicImage,
+    /// The size stored in the file, before any scaling.
+    pub stored: (u32, u32),
+    /// From the file's EXIF (APP1) block; `NoTransforms` when absent.
+    pub orientation: Orientation,
+}
+
+/// Given the stored size and the EXIF orientation, the scale denominator
+/// (1, 2, 4 or 8) the caller allows and whether the fast integer inverse
+/// DCT will do.
+pub type Plan<'a> = &'a dyn Fn(u32, u32, Orientation) -> (u32, bool);
+
+/// Decodes `input` as RGB8, or L8 for a greyscale JPEG, at the scale
+/// `plan` picks once the header is read.
+///
+/// `Ok(None)` when libjpeg refused the data, warned in a way whose effect
+/// is unknown, or the colour space is one left to zune-jpeg: the caller
+/// decodes with zune-jpeg instead. `Err` when the size libjpeg itself reads
+/// from the header (or will output) is over `limits` (checked before any
+/// scanline is allocated, whatever another decoder's header parse said), or
+/// when libjpeg had to invent pixels for damaged data.
 pub fn decode(
     input: &[u8],
-    denominator: u32,
-    coarse: bool,
     limits: &Limits,
-) -> Result<Option<DynamicImage>, EngineError> {
-    WARNINGS.with(|w| w.set(0));
-    let result = catch_unwind(AssertUnwindSafe(|| {
-        decode_inner(input, denominator, coarse, limits)
-    }));
-    let warned = WARNINGS.with(Cell::get) > 0;
-    match result {
-        Ok(Err(e)) => Err(e),
-        Ok(Ok(Some(image))) if !warned => Ok(Some(image)),
+    plan: Plan<'_>,
+) -> Result<Option<Picture>, EngineError> {
+    VERDICT.with(|v| v.set(Verdict::Clean));
+    let result = catch_unwind(AssertUnwindSafe(|| decode_inner(input, limits, plan)));
+    match (result, VERDICT.with(Cell::get)) {
+        (Ok(Err(e)), _) => Err(e),
+        (_, Verdict::Invented(what)) => Err(EngineError::Corrupt(format!(
+            "damaged JPEG data ({what}): the missing pixels would have to be made up"
+        ))),
+        (Ok(Ok(Some(picture))), Verdict::Clean) => Ok(Some(picture)),
         _ => Ok(None),
     }
+}
+
+/// The EXIF orientation in the first APP1 block that is EXIF (XMP lives in
+/// APP1 blocks too).
+fn exif_orientation<R>(dec: &Decompress<R>) -> Orientation {
+    dec.markers()
+        .filter(|m| m.marker == Marker::APP(1))
+        .find_map(|m| m.data.strip_prefix(b"Exif\0\0"))
+        .and_then(Orientation::from_exif_chunk)
+        .unwrap_or(Orientation::NoTransforms)
 }
 
 /// `usize` dimensions from libjpeg as `u32`, or an over-limit error.
@@ -117,14 +206,19 @@ fn dims(w: usize, h: usize) -> Result<(u32, u32), EngineError> {
 
 fn decode_inner(
     input: &[u8],
-    denominator: u32,
-    coarse: bool,
     limits: &Limits,
-) -> Result<Option<DynamicImage>, EngineError> {
-    let Ok(mut dec) = Decompress::with_err(error_manager()).from_mem(input) else {
+    plan: Plan<'_>,
+) -> Result<Option<Picture>, EngineError> {
+    /// Only EXIF is read, for its orientation.
+    const SAVED: &[Marker] = &[Marker::APP(1)];
+    let Ok(mut dec) = Decompress::with_markers(SAVED)
+        .with_err(error_manager())
+        .from_mem(input)
+    else {
         return Ok(None);
     };
-    let (w, h) = dims(dec.width(), dec.height())?;
+    let stored = dims(dec.width(), dec.height())?;
+    let (w, h) = stored;
     check_canvas(w, h, limits)?;
     let grey = match dec.color_space() {
         ColorSpace::JCS_GRAYSCALE => true,
@@ -132,6 +226,8 @@ fn decode_inner(
         // CMYK, YCCK and anything exotic: zune-jpeg's conversion.
         _ => return Ok(None),
     };
+    let orientation = exif_orientation(&dec);
+    let (denominator, coarse) = plan(w, h, orientation);
     let Ok(numerator) = u8::try_from(8 / denominator.clamp(1, 8)) else {
         return Ok(None);
     };
@@ -152,11 +248,16 @@ fn decode_inner(
     if started.finish().is_err() {
         return Ok(None);
     }
-    Ok(if grey {
+    let image = if grey {
         GrayImage::from_raw(w, h, pixels).map(DynamicImage::ImageLuma8)
     } else {
         RgbImage::from_raw(w, h, pixels).map(DynamicImage::ImageRgb8)
-    })
+    };
+    Ok(image.map(|image| Picture {
+        image,
+        stored,
+        orientation,
+    }))
 }
 
 /// Encodes `pixels` (RGB8, or L8 when `grey`) as a JPEG with libjpeg-turbo,
@@ -200,7 +301,12 @@ pub fn encode(
 
 #[cfg(test)]
 mod tests {
+    use std::ffi::CStr;
+
     use super::*;
+
+    /// The whole picture, at full size and exact.
+    const FULL: Plan<'static> = &|_, _, _| (1, false);
 
     #[test]
     fn the_factor_keeps_at_least_the_target() {
@@ -218,10 +324,10 @@ mod tests {
     fn libjpeg_checks_its_own_dimensions() {
         let jpeg = encode(&[128u8; 64 * 48 * 3], (64, 48), false, 90, false).expect("encode");
         let fits = Limits::default();
-        let image = decode(&jpeg, 1, false, &fits)
+        let picture = decode(&jpeg, &fits, FULL)
             .expect("within the limits")
             .expect("libjpeg decodes it");
-        assert_eq!((image.width(), image.height()), (64, 48));
+        assert_eq!((picture.image.width(), picture.image.height()), (64, 48));
         // 64x48 = 3072 pixels: refused by libjpeg's own header read, with
         // no other decoder in front of it.
         let tight = Limits {
@@ -229,8 +335,38 @@ mod tests {
             ..Limits::default()
         };
         assert!(matches!(
-            decode(&jpeg, 1, false, &tight),
+            decode(&jpeg, &tight, FULL),
             Err(EngineError::TooLarge(_))
         ));
+    }
+
+    /// The message libjpeg's own table holds for `code`.
+    fn message(code: J_MESSAGE_CODE) -> String {
+        let err = error_manager();
+        let index = usize::try_from(code).expect("a message code");
+        assert!(code <= err.last_jpeg_message, "code {code} is in the table");
+        // SAFETY: jpeg_std_error set `jpeg_message_table` to libjpeg's
+        // static table of `last_jpeg_message + 1` NUL-terminated strings,
+        // and `index` was checked to be within it.
+        let text = unsafe { CStr::from_ptr(*err.jpeg_message_table.add(index)) };
+        text.to_string_lossy().into_owned()
+    }
+
+    #[test]
+    fn message_codes_match_libjpegs_table() {
+        for (code, text) in [
+            (JWRN_EXTRANEOUS_DATA, "extraneous bytes before marker"),
+            (JWRN_HIT_MARKER, "premature end of data segment"),
+            (JWRN_HUFF_BAD_CODE, "bad Huffman code"),
+            (JWRN_JPEG_EOF, "Premature end of JPEG file"),
+            (JWRN_MUST_RESYNC, "instead of RST"),
+            (JWRN_JFIF_MAJOR, "unknown JFIF revision"),
+            (JWRN_ADOBE_XFORM, "Unknown Adobe color transform"),
+            (JWRN_ARITH_BAD_CODE, "bad arithmetic code"),
+            (JWRN_BOGUS_ICC, "bad ICC marker"),
+        ] {
+            let found = message(code);
+            assert!(found.contains(text), "code {code}: {found:?}, not {text:?}");
+        }
     }
 }

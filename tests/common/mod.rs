@@ -32,6 +32,67 @@ pub fn corpus_file(rel: &str) -> Vec<u8> {
     std::fs::read(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
 }
 
+/// One of Pillow's own test images, fetched into `target/pillow-images`
+/// by `scripts/pillow-images.sh` (which `scripts/test.sh` runs).
+pub fn pillow_image(name: &str) -> Vec<u8> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/pillow-images")
+        .join(name);
+    std::fs::read(&p).unwrap_or_else(|e| {
+        panic!(
+            "read {}: {e} (scripts/pillow-images.sh fetches it)",
+            p.display()
+        )
+    })
+}
+
+/// Compares pixfork's lossless decodes with Pillow's, through
+/// `tests/fidelity/compare.py`: for each (source file, our PNG of it), one
+/// JSON object with `mad` (mean absolute difference per RGBA channel, at 8
+/// bits, premultiplied) or `error`, in the order given.
+pub fn compare_with_pillow(pairs: &[(PathBuf, PathBuf)]) -> Vec<serde_json::Value> {
+    use std::io::Write;
+    let list: String = pairs
+        .iter()
+        .map(|(source, ours)| format!("{}\t{}\n", source.display(), ours.display()))
+        .collect();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fidelity/compare.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 (scripts/test.sh installs Pillow)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(list.as_bytes())
+        .expect("write the list");
+    let out = child.wait_with_output().expect("compare.py");
+    assert!(
+        out.status.success(),
+        "compare.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(results.len(), pairs.len(), "one answer per file");
+    results
+}
+
+/// The per-channel mean absolute differences of one
+/// [`compare_with_pillow`] result (empty when it has an error instead).
+pub fn mad_of(result: &serde_json::Value) -> Vec<f64> {
+    result["mad"]
+        .as_array()
+        .map(|m| m.iter().filter_map(|v| v.as_f64()).collect())
+        .unwrap_or_default()
+}
+
 /// One line of MANIFEST.tsv.
 #[derive(Debug, Clone)]
 pub struct Entry {

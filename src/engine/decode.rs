@@ -37,6 +37,9 @@ pub struct Decoded {
     pub color_type: ColorType,
     /// EXIF orientation; `NoTransforms` when absent or unreadable.
     pub orientation: Orientation,
+    /// The embedded ICC profile the pixels are in, if any (`colour.rs`
+    /// converts them to sRGB before the ops).
+    pub icc: Option<Vec<u8>>,
     pub content: Content,
 }
 
@@ -141,6 +144,7 @@ pub fn decode(
                         height,
                         color_type: picture.image.color(),
                         orientation: picture.orientation,
+                        icc: header.ok().as_mut().and_then(icc_of),
                         content: Content::Still(picture.image),
                     });
                 }
@@ -151,12 +155,15 @@ pub fn decode(
             if let Some((w, h)) = sniff::png_dimensions(input) {
                 check_canvas(w, h, limits)?;
             }
-            let decoder =
+            let mut decoder =
                 PngDecoder::with_limits(cursor, decoder_limits(limits, false)).map_err(err)?;
             let (w, h) = decoder.dimensions();
             check_canvas(w, h, limits)?;
             if decoder.is_apng().unwrap_or(false) {
-                decode_apng(decoder, limits)
+                let icc = icc_of(&mut decoder);
+                let mut decoded = decode_apng(decoder, limits)?;
+                decoded.icc = icc;
+                Ok(decoded)
             } else {
                 decode_still(decoder, format, limits)
             }
@@ -184,11 +191,14 @@ pub fn decode(
             ))
         }
         InputFormat::Webp => {
-            let decoder = WebPDecoder::new(cursor).map_err(err)?;
+            let mut decoder = WebPDecoder::new(cursor).map_err(err)?;
             let (w, h) = decoder.dimensions();
             check_canvas(w, h, limits)?;
             if decoder.has_animation() {
-                decode_animated_webp(decoder, limits)
+                let icc = icc_of(&mut decoder);
+                let mut decoded = decode_animated_webp(decoder, limits)?;
+                decoded.icc = icc;
+                Ok(decoded)
             } else {
                 decode_still(decoder, format, limits)
             }
@@ -238,6 +248,16 @@ fn orientation_of(decoder: &mut impl ImageDecoder) -> Orientation {
     }
 }
 
+/// The embedded ICC profile, if the decoder finds a non-empty one; a
+/// broken one is no reason to fail the request.
+fn icc_of(decoder: &mut impl ImageDecoder) -> Option<Vec<u8>> {
+    decoder
+        .icc_profile()
+        .ok()
+        .flatten()
+        .filter(|p| !p.is_empty())
+}
+
 fn decode_still(
     mut decoder: impl ImageDecoder,
     format: InputFormat,
@@ -249,6 +269,7 @@ fn decode_still(
         .set_limits(decoder_limits(limits, true))
         .map_err(|e| EngineError::decoding(e, format))?;
     let orientation = orientation_of(&mut decoder);
+    let icc = icc_of(&mut decoder);
     let color_type = decoder.color_type();
     let image =
         DynamicImage::from_decoder(decoder).map_err(|e| EngineError::decoding(e, format))?;
@@ -258,6 +279,7 @@ fn decode_still(
         height,
         color_type,
         orientation,
+        icc,
         content: Content::Still(image),
     })
 }
@@ -385,6 +407,7 @@ pub(super) fn finish_animation(
         height,
         color_type,
         orientation,
+        icc: None,
         content,
     }
 }

@@ -78,6 +78,8 @@ pub fn decode(input: &[u8], format: InputFormat, limits: &Limits) -> Result<Deco
         height: picture.height(),
         color_type: picture.color(),
         orientation: Orientation::NoTransforms,
+        // An ICC profile (`prof`/`rICC`); libheif applies none itself.
+        icc: handle.color_profile_raw().map(|p| p.data),
         content: Content::Still(picture),
     })
 }

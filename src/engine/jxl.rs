@@ -40,9 +40,12 @@ pub fn decode(input: &[u8], limits: &Limits) -> Result<Decoded, EngineError> {
             "CMYK JPEG XL images are not supported".to_string(),
         ));
     }
-    // Converting an ICC-described image would need a colour engine; those
-    // keep the colours they were stored in (as every other input does).
-    if !pixel_format.is_grayscale() && image.original_icc().is_none() {
+    // An image described by an enumerated colour encoding is rendered to
+    // sRGB by jxl-oxide itself; one described by an ICC profile is
+    // rendered in that profile's space and converted by `colour.rs`, like
+    // every other input with a profile.
+    let icc = image.original_icc().map(<[u8]>::to_vec);
+    if !pixel_format.is_grayscale() && icc.is_none() {
         image.request_color_encoding(EnumColourEncoding::srgb(RenderingIntent::Relative));
     }
     let pixel_format = image.pixel_format();
@@ -61,6 +64,7 @@ pub fn decode(input: &[u8], limits: &Limits) -> Result<Decoded, EngineError> {
             height,
             color_type: picture.color(),
             orientation: Orientation::NoTransforms,
+            icc,
             content: Content::Still(picture),
         });
     }
@@ -86,14 +90,16 @@ pub fn decode(input: &[u8], limits: &Limits) -> Result<Decoded, EngineError> {
             delay_ms: u32::try_from(ticks * 1000 * den / num).unwrap_or(u32::MAX),
         });
     }
-    Ok(finish_animation(
+    let mut decoded = finish_animation(
         format,
         (width, height),
         ColorType::Rgba8,
         Orientation::NoTransforms,
         frames,
         Some(loops),
-    ))
+    );
+    decoded.icc = icc;
+    Ok(decoded)
 }
 
 /// Renders one keyframe as an `image` buffer of the stream's layout.

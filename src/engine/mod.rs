@@ -33,6 +33,7 @@
 
 mod alpha;
 mod avif;
+mod colour;
 mod decode;
 mod effects;
 mod encode;
@@ -270,6 +271,7 @@ fn run_task(
     let decoded = decode_input(input, &task.limits, need_fn, tuning);
     timing.decode_us = micros_since(started);
     let mut decoded = decoded?;
+    colour::to_srgb(&mut decoded);
     let overlays = decode_overlays(&ops, overlays, &task.limits, tuning)?;
     timing.decode_us = micros_since(started);
     if !task.output.autorotate {
@@ -349,7 +351,8 @@ fn decode_overlays(
                 )),
                 other => other,
             });
-            let decoded = decoded.map_err(named)?;
+            let mut decoded = decoded.map_err(named)?;
+            colour::to_srgb(&mut decoded);
             let held: u64 = match &decoded.content {
                 Content::Still(i) => u64::from(i.width()) * u64::from(i.height()),
                 Content::Animation(a) => a
@@ -521,6 +524,7 @@ fn empty_info(bytes: usize) -> ImageInfo {
         color_type: "none".to_string(),
         bit_depth: 0,
         orientation: 1,
+        icc: None,
         bytes: bytes as u64,
     }
 }
@@ -546,6 +550,10 @@ fn info_of(decoded: &Decoded, bytes: usize) -> ImageInfo {
         color_type: color_type_name(ct),
         bit_depth: u8::try_from(ct.bits_per_pixel() / channels).unwrap_or(u8::MAX),
         orientation: decoded.orientation.to_exif(),
+        icc: decoded
+            .icc
+            .as_deref()
+            .map(|icc| colour::description(icc).unwrap_or_else(|| "unnamed".to_string())),
         bytes: bytes as u64,
     }
 }

@@ -120,6 +120,7 @@ pub fn decode(
         height: out_h,
         color_type: image::ColorType::Rgba8,
         orientation: Orientation::NoTransforms,
+        icc: None,
         content: Content::Still(DynamicImage::ImageRgba8(image)),
     })
 }

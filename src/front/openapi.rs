@@ -400,6 +400,7 @@ pub fn document(url_sources: bool) -> Json {
                         "color_type": {"type": "string"},
                         "bit_depth": {"type": "integer"},
                         "orientation": {"type": "integer", "minimum": 1, "maximum": 8},
+                        "icc": {"type": "string", "nullable": true, "description": "the embedded ICC profile's description; null without one"},
                         "bytes": {"type": "integer"},
                     },
                 },

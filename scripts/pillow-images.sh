@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetches the handful of Pillow test images the suite reads (files the
 # shared corpus does not have: a JPEG whose scan is damaged, and more as
-# the formats issue needs them) from Pillow's pinned source release on
+# the formats work needs them) from Pillow's pinned source release on
 # PyPI, checked against its SHA-256, into target/pillow-images. Run by
 # scripts/test.sh; idempotent (a second run does nothing).
 set -euo pipefail
@@ -10,8 +10,18 @@ cd "$(dirname "$0")/.."
 version=13.0.0
 sha256=cdcd1ba258178f7356d74170c9a81ba4eab6a5d55748bc402a5a2a6fe6be3510
 dest=target/pillow-images
-# Paths inside the release's Tests/images folder.
-files=(hopper_bad_exif.jpg)
+# Paths inside the release's Tests/images folder: a JPEG whose scan is
+# damaged (tests/jpeg.rs); TIFFs of 1/2/4-bit, signed and 32-bit grey,
+# bits stored lowest first, and a BigTIFF (tests/tiff.rs).
+files=(
+    hopper_bad_exif.jpg
+    tiff_gray_2_4_bpp/hopper2.tif tiff_gray_2_4_bpp/hopper2I.tif
+    tiff_gray_2_4_bpp/hopper2IR.tif tiff_gray_2_4_bpp/hopper2R.tif
+    tiff_gray_2_4_bpp/hopper4.tif tiff_gray_2_4_bpp/hopper4I.tif
+    tiff_gray_2_4_bpp/hopper4IR.tif tiff_gray_2_4_bpp/hopper4R.tif
+    hopper_gray_4bpp.tif 8bit.s.tif 16bit.s.tif 16_bit_binary_pgm.tiff
+    hopper_bigtiff.tif
+)
 
 have_all() {
     local f

@@ -6,25 +6,7 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
 use common::Server;
-
-/// Runs a Python snippet with Pillow; `args` become `sys.argv[1:]`.
-fn pillow(script: &str, args: &[&Path]) {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("python3 (scripts/test.sh installs Pillow)");
-    assert!(
-        out.status.success(),
-        "python: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Whether a PNG has an `iCCP` chunk.
 fn png_has_icc(png: &[u8]) -> bool {
@@ -97,7 +79,7 @@ fn a_profile_is_applied_not_copied() {
 fn an_embedded_srgb_profile_changes_no_pixel() {
     let dir = common::temp_dir();
     let (plain, tagged) = (dir.join("plain.png"), dir.join("tagged.png"));
-    pillow(
+    common::pillow(
         "import sys; from PIL import Image, ImageCms; \
          im = Image.open(sys.argv[1]).convert('RGB'); im.save(sys.argv[2]); \
          srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile('sRGB')).tobytes(); \

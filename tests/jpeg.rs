@@ -21,21 +21,6 @@ use common::Server;
 /// The corpus photo the inputs are made from.
 const PHOTO: &str = "valid/jpeg/photo_portrait_800x533_baseline.jpg";
 
-/// Runs a Python snippet with Pillow; `args` become `sys.argv[1:]`.
-fn pillow(script: &str, args: &[&Path]) {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("python3 (scripts/test.sh installs Pillow)");
-    assert!(
-        out.status.success(),
-        "python: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// `cjpeg -arithmetic` (plus `extra`) of a PPM/PGM file.
 fn cjpeg_arithmetic(source: &Path, dest: &Path, extra: &[&str]) {
     let out = Command::new("cjpeg")
@@ -51,34 +36,6 @@ fn cjpeg_arithmetic(source: &Path, dest: &Path, extra: &[&str]) {
         "cjpeg: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// Posts each file to `convert?format=png`, expects 200, and checks the
-/// decode against Pillow's within 2 levels per channel.
-fn assert_decodes_as_pillow(s: &Server, dir: &Path, files: &[PathBuf]) {
-    let mut pairs = Vec::new();
-    for (i, file) in files.iter().enumerate() {
-        let bytes = std::fs::read(file).expect("read input");
-        let r = s.post("/v1/convert?format=png", &bytes);
-        assert_eq!(
-            r.status,
-            200,
-            "{}: {}",
-            file.display(),
-            String::from_utf8_lossy(&r.body)
-        );
-        let ours = dir.join(format!("ours{i}.png"));
-        std::fs::write(&ours, &r.body).expect("write our decode");
-        pairs.push((file.clone(), ours));
-    }
-    for ((file, _), result) in pairs.iter().zip(common::compare_with_pillow(&pairs)) {
-        let mad = common::mad_of(&result);
-        assert!(
-            mad.len() == 4 && mad.iter().all(|&m| m <= 2.0),
-            "{}: {result}",
-            file.display()
-        );
-    }
 }
 
 /// Expects a 422 `corrupt_image` for `bytes`, full size and thumbnailed
@@ -100,7 +57,7 @@ fn arithmetic_coded_jpegs_decode_as_pillow_does() {
     let dir = common::temp_dir();
     let photo = common::corpus().join(PHOTO);
     let (ppm, pgm) = (dir.join("photo.ppm"), dir.join("photo.pgm"));
-    pillow(
+    common::pillow(
         "import sys; from PIL import Image; im = Image.open(sys.argv[1]); \
          im.convert('RGB').save(sys.argv[2]); im.convert('L').save(sys.argv[3])",
         &[&photo, &ppm, &pgm],
@@ -120,7 +77,7 @@ fn arithmetic_coded_jpegs_decode_as_pillow_does() {
     .collect();
 
     let s = Server::start(&[]);
-    assert_decodes_as_pillow(&s, &dir, &files);
+    common::assert_decodes_as_pillow(&s, &dir, &files);
     // The header-only answer and the shrink-on-load path read it too.
     let colour = std::fs::read(&files[0]).expect("read");
     let info = s.post("/v1/info", &colour).json();
@@ -144,7 +101,7 @@ fn arithmetic_coded_jpegs_decode_as_pillow_does() {
 /// written by Pillow, and the offsets of its first two markers (RST0, RST1).
 fn with_restart_markers(dir: &Path) -> (Vec<u8>, usize, usize) {
     let path = dir.join("restarts.jpg");
-    pillow(
+    common::pillow(
         "import sys; from PIL import Image; \
          Image.open(sys.argv[1]).save(sys.argv[2], quality=90, restart_marker_rows=1)",
         &[&common::corpus().join(PHOTO), &path],
@@ -178,7 +135,7 @@ fn junk_before_a_restart_marker_loses_no_pixel() {
     std::fs::write(&files[1], &junk).expect("write");
 
     let s = Server::start(&[]);
-    assert_decodes_as_pillow(&s, &dir, &files);
+    common::assert_decodes_as_pillow(&s, &dir, &files);
     s.stop();
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -51,6 +51,7 @@ mod pixel;
 mod smart;
 mod sniff;
 mod svg;
+mod tiffdec;
 mod webp;
 
 #[cfg(test)]
@@ -262,7 +263,12 @@ fn run_task(
         let started = Instant::now();
         let decoded = decode_input(input, &task.limits, None, tuning);
         timing.decode_us = micros_since(started);
-        return Ok(Product::Info(info_of(&decoded?, input.len())));
+        let decoded = decoded?;
+        let mut info = info_of(&decoded, input.len());
+        if decoded.format == InputFormat::Tiff {
+            info.pages = tiffdec::page_count(input, task.limits.max_frames.max(1));
+        }
+        return Ok(Product::Info(info));
     }
 
     let need = first_op_need(ops.first(), task.output.autorotate, tuning);
@@ -389,6 +395,16 @@ fn decode_input(
         format @ (InputFormat::Avif | InputFormat::Heif) => heif::decode(input, format, limits),
         InputFormat::Jxl => jxl::decode(input, limits),
         InputFormat::Svg => svg::decode(input, limits, need),
+        // What `image`'s TIFF decoder refuses, the tiff crate may read.
+        InputFormat::Tiff => match decode::decode(input, limits, need, tuning) {
+            Err(EngineError::Unsupported(first)) => {
+                tiffdec::decode(input, limits).map_err(|e| match e {
+                    EngineError::Unsupported(_) => EngineError::Unsupported(first),
+                    other => other,
+                })
+            }
+            other => other,
+        },
         _ => decode::decode(input, limits, need, tuning),
     }
 }
@@ -524,6 +540,7 @@ fn empty_info(bytes: usize) -> ImageInfo {
         color_type: "none".to_string(),
         bit_depth: 0,
         orientation: 1,
+        pages: 0,
         icc: None,
         bytes: bytes as u64,
     }
@@ -550,6 +567,7 @@ fn info_of(decoded: &Decoded, bytes: usize) -> ImageInfo {
         color_type: color_type_name(ct),
         bit_depth: u8::try_from(ct.bits_per_pixel() / channels).unwrap_or(u8::MAX),
         orientation: decoded.orientation.to_exif(),
+        pages: 1,
         icc: decoded
             .icc
             .as_deref()

@@ -24,6 +24,11 @@ pub fn detect(data: &[u8]) -> Result<InputFormat, EngineError> {
     if is_jxl(data) {
         return Ok(InputFormat::Jxl);
     }
+    // BigTIFF (version 43 instead of 42), which `image` does not sniff
+    // but its TIFF decoder reads.
+    if matches!(data.get(0..4), Some(b"II\x2b\0" | b"MM\0\x2b")) {
+        return Ok(InputFormat::Tiff);
+    }
     match image::guess_format(data) {
         Ok(ImageFormat::Jpeg) => Ok(InputFormat::Jpeg),
         Ok(ImageFormat::Png) => Ok(InputFormat::Png),

@@ -773,6 +773,7 @@ fn info_describes_the_file() {
             color_type: "rgb8".to_string(),
             bit_depth: 8,
             orientation: 1,
+            pages: 1,
             icc: Some("sRGB IEC61966-2-1 black scaled".to_string()),
             bytes: read(CAT).len() as u64,
         }

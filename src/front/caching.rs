@@ -28,7 +28,10 @@ pub(super) fn digest(bytes: &[u8]) -> Digest {
 /// new result name.
 pub(super) fn result_key(source: &Digest, overlays: &[Digest], task: &Task) -> String {
     let mut h = blake3::Hasher::new();
-    h.update(b"pixfork result v3\0");
+    // The tag is bumped when the same request's bytes change within one
+    // version number (v4: embedded ICC profiles are applied, damaged JPEG
+    // scans refused), so no cache or client keeps serving the old ones.
+    h.update(b"pixfork result v4\0");
     h.update(env!("CARGO_PKG_VERSION").as_bytes());
     h.update(b"\0");
     h.update(source);

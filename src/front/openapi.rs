@@ -400,6 +400,7 @@ pub fn document(url_sources: bool) -> Json {
                         "color_type": {"type": "string"},
                         "bit_depth": {"type": "integer"},
                         "orientation": {"type": "integer", "minimum": 1, "maximum": 8},
+                        "pages": {"type": "integer", "minimum": 0, "description": "pages of a multi-page TIFF; 1 otherwise"},
                         "icc": {"type": "string", "nullable": true, "description": "the embedded ICC profile's description; null without one"},
                         "bytes": {"type": "integer"},
                     },

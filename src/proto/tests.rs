@@ -96,6 +96,7 @@ fn reply_round_trips_async() {
             color_type: "rgba8".into(),
             bit_depth: 8,
             orientation: 1,
+            pages: 1,
             icc: None,
             bytes: 1234,
         }),

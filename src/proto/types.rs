@@ -506,6 +506,9 @@ pub struct ImageInfo {
     pub bit_depth: u8,
     /// EXIF orientation 1..=8 (1 when absent).
     pub orientation: u8,
+    /// Pages (images) in the file: a multi-page TIFF's IFDs; 1 for every
+    /// other format (animation frames are `frames`).
+    pub pages: u32,
     /// The description of the embedded ICC profile (`unnamed` when it has
     /// none that reads); `None` without a profile.
     pub icc: Option<String>,

@@ -35,15 +35,36 @@ pub fn corpus_file(rel: &str) -> Vec<u8> {
 /// One of Pillow's own test images, fetched into `target/pillow-images`
 /// by `scripts/pillow-images.sh` (which `scripts/test.sh` runs).
 pub fn pillow_image(name: &str) -> Vec<u8> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("target/pillow-images")
-        .join(name);
+    let p = pillow_image_path(name);
     std::fs::read(&p).unwrap_or_else(|e| {
         panic!(
             "read {}: {e} (scripts/pillow-images.sh fetches it)",
             p.display()
         )
     })
+}
+
+/// Runs a Python snippet with Pillow (to make inputs at test time);
+/// `args` become `sys.argv[1:]`.
+pub fn pillow(script: &str, args: &[&std::path::Path]) {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3 (scripts/test.sh installs Pillow)");
+    assert!(
+        out.status.success(),
+        "python: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Where [`pillow_image`] reads `name` from.
+pub fn pillow_image_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/pillow-images")
+        .join(name)
 }
 
 /// Compares pixfork's lossless decodes with Pillow's, through
@@ -82,6 +103,34 @@ pub fn compare_with_pillow(pairs: &[(PathBuf, PathBuf)]) -> Vec<serde_json::Valu
         .collect();
     assert_eq!(results.len(), pairs.len(), "one answer per file");
     results
+}
+
+/// Posts each file to `convert?format=png`, expects 200, and checks the
+/// decode against Pillow's within 2 levels per channel.
+pub fn assert_decodes_as_pillow(s: &Server, dir: &std::path::Path, files: &[PathBuf]) {
+    let mut pairs = Vec::new();
+    for (i, file) in files.iter().enumerate() {
+        let bytes = std::fs::read(file).expect("read input");
+        let r = s.post("/v1/convert?format=png", &bytes);
+        assert_eq!(
+            r.status,
+            200,
+            "{}: {}",
+            file.display(),
+            String::from_utf8_lossy(&r.body)
+        );
+        let ours = dir.join(format!("ours{i}.png"));
+        std::fs::write(&ours, &r.body).expect("write our decode");
+        pairs.push((file.clone(), ours));
+    }
+    for ((file, _), result) in pairs.iter().zip(compare_with_pillow(&pairs)) {
+        let mad = mad_of(&result);
+        assert!(
+            mad.len() == 4 && mad.iter().all(|&m| m <= 2.0),
+            "{}: {result}",
+            file.display()
+        );
+    }
 }
 
 /// The per-channel mean absolute differences of one

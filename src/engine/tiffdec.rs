@@ -1,0 +1,159 @@
+//! TIFF beyond what `image`'s TIFF decoder hands on: pages, and sample
+//! layouts it refuses although the `tiff` crate underneath reads them.
+//!
+//! `image` wraps the `tiff` crate but only for the colour types it has
+//! (8/16-bit grey, RGB, RGBA, CMYK, float): 1-, 2- and 4-bit grey (fax
+//! scans, old scanners), 12-bit grey (medical and camera sensors) and
+//! signed samples are a 415 through it. This module asks `tiff` directly
+//! and widens those to 8 or 16 bits the way Pillow shows them. It also
+//! counts the pages (IFDs) of a file, which `image` never looks past.
+//!
+//! Limits come first, as everywhere: each page's size is checked against
+//! `--max-pixels` before its pixels are read, `tiff`'s own decoding buffer
+//! is capped by the same budget, and the page walk stops at `--max-frames`
+//! (`tiff` itself refuses a cycle in the IFD chain).
+
+use std::io::Cursor;
+
+use ::tiff::decoder::{Decoder, DecodingResult, Limits as TiffLimits};
+use ::tiff::ColorType as TiffColor;
+use image::metadata::Orientation;
+use image::{DynamicImage, GrayImage, ImageBuffer, Luma};
+
+use crate::proto::Limits;
+
+use super::decode::{Content, Decoded};
+use super::error::{clip, EngineError};
+use super::format::InputFormat;
+use super::limits::check_canvas;
+
+/// The number of pages, counted up to `max` (a file with more says `max`).
+pub fn page_count(input: &[u8], max: u32) -> u32 {
+    let Ok(mut decoder) = Decoder::new(Cursor::new(input)) else {
+        return 1;
+    };
+    let mut pages = 1;
+    while pages < max && decoder.more_images() && decoder.next_image().is_ok() {
+        pages += 1;
+    }
+    pages
+}
+
+fn error(e: ::tiff::TiffError) -> EngineError {
+    match e {
+        ::tiff::TiffError::UnsupportedError(u) => {
+            EngineError::Unsupported(clip(format!("unsupported TIFF variant: {u}")))
+        }
+        ::tiff::TiffError::LimitsExceeded => {
+            EngineError::TooLarge("TIFF page is larger than the limits allow".to_string())
+        }
+        other => EngineError::Corrupt(clip(format!("corrupt TIFF data: {other}"))),
+    }
+}
+
+/// Decodes the first page with the layouts `image` refuses (see the module
+/// doc); any other layout is an `Unsupported` error, as it was.
+pub fn decode(input: &[u8], limits: &Limits) -> Result<Decoded, EngineError> {
+    let mut decoder = Decoder::new(Cursor::new(input)).map_err(error)?;
+    let (width, height) = decoder.dimensions().map_err(error)?;
+    check_canvas(width, height, limits)?;
+    // 8 bytes a pixel covers every layout read here (at most 16-bit grey,
+    // plus tiff's own row padding).
+    let budget = usize::try_from(limits.max_pixels.saturating_mul(8)).unwrap_or(usize::MAX);
+    let mut caps = TiffLimits::default();
+    caps.decoding_buffer_size = budget;
+    caps.intermediate_buffer_size = budget;
+    decoder = decoder.with_limits(caps);
+    let color = decoder.colortype().map_err(error)?;
+    // FillOrder 2: the bits of each byte are stored lowest first, which
+    // `tiff` does not undo. It applies to the stored bytes, before any
+    // decompression, so only uncompressed data can be mended afterwards.
+    let tag = |decoder: &mut Decoder<_>, tag| decoder.find_tag_unsigned::<u16>(tag).ok().flatten();
+    let reversed = tag(&mut decoder, ::tiff::tags::Tag::FillOrder) == Some(2);
+    let compression = tag(&mut decoder, ::tiff::tags::Tag::Compression).unwrap_or(1);
+    if reversed && compression != 1 {
+        return Err(EngineError::Unsupported(format!(
+            "TIFF with bits stored lowest first (FillOrder 2) and compression {compression} is not supported"
+        )));
+    }
+    let mut data = decoder.read_image().map_err(error)?;
+    if let (true, TiffColor::Gray(1 | 2 | 4), DecodingResult::U8(bytes)) =
+        (reversed, color, &mut data)
+    {
+        bytes.iter_mut().for_each(|b| *b = b.reverse_bits());
+    }
+    let picture = widen(color, data, (width, height))?;
+    Ok(Decoded {
+        format: InputFormat::Tiff,
+        width,
+        height,
+        color_type: picture.color(),
+        orientation: Orientation::NoTransforms,
+        icc: None,
+        content: Content::Still(picture),
+    })
+}
+
+/// The picture as 8- or 16-bit grey, from `tiff`'s samples.
+fn widen(
+    color: TiffColor,
+    data: DecodingResult,
+    (width, height): (u32, u32),
+) -> Result<DynamicImage, EngineError> {
+    let unsupported = || {
+        EngineError::Unsupported(format!(
+            "unsupported TIFF variant: {color:?} samples are not supported"
+        ))
+    };
+    let short = || EngineError::Corrupt("TIFF data ends early".to_string());
+    let (w, h) = (width as usize, height as usize);
+    let image = match (color, data) {
+        // Packed rows, each starting on a byte: spread each sample over
+        // 0-255 (1 bit: 0/255, 2 bits: x85, 4 bits: x17).
+        (TiffColor::Gray(bits @ (1 | 2 | 4)), DecodingResult::U8(packed)) => {
+            let per_byte = 8 / usize::from(bits);
+            let row_bytes = w.div_ceil(per_byte);
+            if packed.len() < row_bytes * h {
+                return Err(short());
+            }
+            let max = (1u16 << bits) - 1;
+            let mask = u8::try_from(max).map_err(|_| unsupported())?;
+            let mut pixels = Vec::with_capacity(w * h);
+            for row in packed.chunks_exact(row_bytes).take(h) {
+                pixels.extend((0..w).map(|x| {
+                    let byte = row[x / per_byte];
+                    let shift = 8 - usize::from(bits) * (x % per_byte + 1);
+                    let v = u16::from((byte >> shift) & mask);
+                    u8::try_from(v * 255 / max).unwrap_or(u8::MAX)
+                }));
+            }
+            GrayImage::from_raw(width, height, pixels).map(DynamicImage::ImageLuma8)
+        }
+        // Signed grey: Pillow shows the two's complement bytes as stored
+        // in 8 bits, and clamps negative values to 0 in 16.
+        (TiffColor::Gray(8), DecodingResult::I8(samples)) => {
+            let pixels = samples.into_iter().map(|v| v.to_le_bytes()[0]).collect();
+            GrayImage::from_raw(width, height, pixels).map(DynamicImage::ImageLuma8)
+        }
+        (TiffColor::Gray(16), DecodingResult::I16(samples)) => {
+            let pixels = samples
+                .into_iter()
+                .map(|v| u16::try_from(v.max(0)).unwrap_or(0))
+                .collect();
+            ImageBuffer::<Luma<u16>, _>::from_raw(width, height, pixels)
+                .map(DynamicImage::ImageLuma16)
+        }
+        // 32-bit integer grey: clamped to 16 bits, as Pillow's 8-bit view
+        // of its 32-bit mode divides by 256.
+        (TiffColor::Gray(32), DecodingResult::I32(samples)) => {
+            let pixels = samples
+                .into_iter()
+                .map(|v| u16::try_from(v.clamp(0, 65535)).unwrap_or(0))
+                .collect();
+            ImageBuffer::<Luma<u16>, _>::from_raw(width, height, pixels)
+                .map(DynamicImage::ImageLuma16)
+        }
+        _ => return Err(unsupported()),
+    };
+    image.ok_or_else(short)
+}

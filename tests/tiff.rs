@@ -2,7 +2,7 @@
 //! crate (engine/tiffdec.rs) and compared with Pillow's decode: 1/2/4-bit
 //! grey (white or black as zero, bits stored lowest first), signed 8- and
 //! 16-bit grey, 32-bit integer grey, and a BigTIFF; and `info`'s `pages`
-//! for a multi-page file. The files are Pillow's own test images
+//! and `page=` for a multi-page file. The files are Pillow's own test images
 //! (scripts/pillow-images.sh); the multi-page TIFF is written by Pillow
 //! here.
 
@@ -50,7 +50,7 @@ fn tiff_variants_decode_as_pillow_does() {
 }
 
 #[test]
-fn info_counts_the_pages_of_a_tiff() {
+fn the_pages_of_a_tiff_are_counted_and_read() {
     let dir = common::temp_dir();
     let path = dir.join("three.tif");
     common::pillow(
@@ -68,6 +68,36 @@ fn info_counts_the_pages_of_a_tiff() {
         (Some(3), Some(40)),
         "the first page is the picture: {info}"
     );
+    // page= picks one; the three pages differ in width and colour.
+    let tiff = std::fs::read(&path).expect("read");
+    for page in 0..3u32 {
+        let r = s.post(&format!("/v1/convert?format=png&page={page}"), &tiff);
+        assert_eq!(
+            r.status,
+            200,
+            "page {page}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let img = image::load_from_memory(&r.body).expect("png").into_rgb8();
+        assert_eq!(img.width(), 40 + 10 * page, "page {page}");
+        let red = u8::try_from(80 * page).expect("a level");
+        assert_eq!(img.get_pixel(5, 5).0, [red, 60, 200], "page {page}");
+    }
+    for (path, bytes) in [
+        ("/v1/convert?format=png&page=3", tiff.clone()),
+        (
+            "/v1/convert?format=png&page=1",
+            common::corpus_file("valid/jpeg/photo_portrait_800x533_baseline.jpg"),
+        ),
+    ] {
+        let r = s.post(path, &bytes);
+        assert_eq!(
+            (r.status, r.error_code().as_str()),
+            (400, "bad_parameter"),
+            "{path}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
     let jpeg = s
         .post(
             "/v1/info",

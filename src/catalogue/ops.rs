@@ -190,6 +190,16 @@ pub const OUTPUT_PARAMS: &[ParamSpec] = &[
         "apply the EXIF orientation first; false keeps the stored pixels",
     ),
     p(
+        "page",
+        Kind::UInt {
+            min: 0,
+            max: 65535,
+        },
+        false,
+        Some("0"),
+        "which page of a multi-page TIFF to read (0-based)",
+    ),
+    p(
         "dpr",
         Kind::Float {
             min: 1.0,
@@ -806,6 +816,9 @@ pub(super) fn output_spec(values: &Values) -> (OutputSpec, bool) {
     }
     if let Some(b) = values.bool("autorotate") {
         output.autorotate = b;
+    }
+    if let Some(page) = values.u64("page").and_then(|p| u32::try_from(p).ok()) {
+        output.page = page;
     }
     (output, auto)
 }

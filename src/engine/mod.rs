@@ -261,7 +261,7 @@ fn run_task(
             ));
         }
         let started = Instant::now();
-        let decoded = decode_input(input, &task.limits, None, tuning);
+        let decoded = decode_input(input, &task.limits, None, tuning, 0);
         timing.decode_us = micros_since(started);
         let decoded = decoded?;
         let mut info = info_of(&decoded, input.len());
@@ -274,7 +274,7 @@ fn run_task(
     let need = first_op_need(ops.first(), task.output.autorotate, tuning);
     let need_fn = need.as_ref().map(|f| f as decode::Need<'_>);
     let started = Instant::now();
-    let decoded = decode_input(input, &task.limits, need_fn, tuning);
+    let decoded = decode_input(input, &task.limits, need_fn, tuning, task.output.page);
     timing.decode_us = micros_since(started);
     let mut decoded = decoded?;
     colour::to_srgb(&mut decoded);
@@ -351,7 +351,7 @@ fn decode_overlays(
                 max_frames: limits.max_frames,
                 max_total_pixels: budget,
             };
-            let decoded = decode_input(bytes, &own, None, tuning).map_err(|e| match e {
+            let decoded = decode_input(bytes, &own, None, tuning, 0).map_err(|e| match e {
                 EngineError::TooLarge(m) => EngineError::TooLarge(format!(
                     "{m} (the overlays of one request share --max-pixels, all frames counted)"
                 )),
@@ -390,7 +390,17 @@ fn decode_input(
     limits: &crate::proto::Limits,
     need: Option<decode::Need<'_>>,
     tuning: &Tuning,
+    page: u32,
 ) -> Result<Decoded, EngineError> {
+    if page > 0 {
+        return match sniff::detect(input)? {
+            InputFormat::Tiff => tiffdec::decode(input, limits, page),
+            other => Err(EngineError::BadParameter(format!(
+                "page {page} does not exist: a {} input has one page (page= reads multi-page TIFF)",
+                other.label()
+            ))),
+        };
+    }
     match sniff::detect(input)? {
         format @ (InputFormat::Avif | InputFormat::Heif) => heif::decode(input, format, limits),
         InputFormat::Jxl => jxl::decode(input, limits),
@@ -398,7 +408,7 @@ fn decode_input(
         // What `image`'s TIFF decoder refuses, the tiff crate may read.
         InputFormat::Tiff => match decode::decode(input, limits, need, tuning) {
             Err(EngineError::Unsupported(first)) => {
-                tiffdec::decode(input, limits).map_err(|e| match e {
+                tiffdec::decode(input, limits, 0).map_err(|e| match e {
                     EngineError::Unsupported(_) => EngineError::Unsupported(first),
                     other => other,
                 })

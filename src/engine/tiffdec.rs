@@ -51,10 +51,24 @@ fn error(e: ::tiff::TiffError) -> EngineError {
     }
 }
 
-/// Decodes the first page with the layouts `image` refuses (see the module
-/// doc); any other layout is an `Unsupported` error, as it was.
-pub fn decode(input: &[u8], limits: &Limits) -> Result<Decoded, EngineError> {
+/// Decodes page `page` (0-based; `page=`): the layouts `image` refuses
+/// (see the module doc), and for a page after the first, which `image`
+/// cannot reach, the common ones too (8/16-bit grey, RGB, RGBA). Any other
+/// layout is an `Unsupported` error; a page the file does not have is a
+/// bad parameter.
+pub fn decode(input: &[u8], limits: &Limits, page: u32) -> Result<Decoded, EngineError> {
     let mut decoder = Decoder::new(Cursor::new(input)).map_err(error)?;
+    if page > 0 {
+        // The walk to the page is bounded like the page count.
+        let pages = page_count(input, limits.max_frames.max(1));
+        let index = usize::try_from(page).unwrap_or(usize::MAX);
+        if page >= pages || decoder.seek_to_image(index).is_err() {
+            return Err(EngineError::BadParameter(format!(
+                "page {page} does not exist: the file has {pages} page{} (0-based, counted up to --max-frames)",
+                if pages == 1 { "" } else { "s" }
+            )));
+        }
+    }
     let (width, height) = decoder.dimensions().map_err(error)?;
     check_canvas(width, height, limits)?;
     // 8 bytes a pixel covers every layout read here (at most 16-bit grey,
@@ -65,6 +79,17 @@ pub fn decode(input: &[u8], limits: &Limits) -> Result<Decoded, EngineError> {
     caps.intermediate_buffer_size = budget;
     decoder = decoder.with_limits(caps);
     let color = decoder.colortype().map_err(error)?;
+    // Separate colour planes: `read_image` gives only the first, and tiff
+    // 0.11 panics on tiled ones; the layouts read here are interleaved.
+    let planar = decoder
+        .find_tag_unsigned::<u16>(::tiff::tags::Tag::PlanarConfiguration)
+        .ok()
+        .flatten();
+    if planar == Some(2) && color.num_samples() > 1 {
+        return Err(EngineError::Unsupported(
+            "TIFF with separate colour planes is not supported".to_string(),
+        ));
+    }
     // FillOrder 2: the bits of each byte are stored lowest first, which
     // `tiff` does not undo. It applies to the stored bytes, before any
     // decompression, so only uncompressed data can be mended afterwards.
@@ -82,6 +107,10 @@ pub fn decode(input: &[u8], limits: &Limits) -> Result<Decoded, EngineError> {
     {
         bytes.iter_mut().for_each(|b| *b = b.reverse_bits());
     }
+    let icc = decoder
+        .get_tag_u8_vec(::tiff::tags::Tag::IccProfile)
+        .ok()
+        .filter(|p| !p.is_empty());
     let picture = widen(color, data, (width, height))?;
     Ok(Decoded {
         format: InputFormat::Tiff,
@@ -89,12 +118,12 @@ pub fn decode(input: &[u8], limits: &Limits) -> Result<Decoded, EngineError> {
         height,
         color_type: picture.color(),
         orientation: Orientation::NoTransforms,
-        icc: None,
+        icc,
         content: Content::Still(picture),
     })
 }
 
-/// The picture as 8- or 16-bit grey, from `tiff`'s samples.
+/// The picture as an `image` buffer, from `tiff`'s samples.
 fn widen(
     color: TiffColor,
     data: DecodingResult,
@@ -108,6 +137,24 @@ fn widen(
     let short = || EngineError::Corrupt("TIFF data ends early".to_string());
     let (w, h) = (width as usize, height as usize);
     let image = match (color, data) {
+        (TiffColor::Gray(8), DecodingResult::U8(p)) => {
+            GrayImage::from_raw(width, height, p).map(DynamicImage::ImageLuma8)
+        }
+        (TiffColor::Gray(16), DecodingResult::U16(p)) => {
+            ImageBuffer::from_raw(width, height, p).map(DynamicImage::ImageLuma16)
+        }
+        (TiffColor::RGB(8), DecodingResult::U8(p)) => {
+            ImageBuffer::from_raw(width, height, p).map(DynamicImage::ImageRgb8)
+        }
+        (TiffColor::RGBA(8), DecodingResult::U8(p)) => {
+            ImageBuffer::from_raw(width, height, p).map(DynamicImage::ImageRgba8)
+        }
+        (TiffColor::RGB(16), DecodingResult::U16(p)) => {
+            ImageBuffer::from_raw(width, height, p).map(DynamicImage::ImageRgb16)
+        }
+        (TiffColor::RGBA(16), DecodingResult::U16(p)) => {
+            ImageBuffer::from_raw(width, height, p).map(DynamicImage::ImageRgba16)
+        }
         // Packed rows, each starting on a byte: spread each sample over
         // 0-255 (1 bit: 0/255, 2 bits: x85, 4 bits: x17).
         (TiffColor::Gray(bits @ (1 | 2 | 4)), DecodingResult::U8(packed)) => {

@@ -316,6 +316,8 @@ pub struct OutputSpec {
     pub autorotate: bool,
     /// AVIF encoder effort, 0 (fastest) ..= 9 (smallest files).
     pub effort: u8,
+    /// Which page of a multi-page input to read (0-based; TIFF).
+    pub page: u32,
 }
 
 impl Default for OutputSpec {
@@ -329,6 +331,7 @@ impl Default for OutputSpec {
             lossless: false,
             autorotate: true,
             effort: 4,
+            page: 0,
         }
     }
 }

@@ -8,7 +8,7 @@ mod common;
 use std::io::Cursor;
 
 use common::{corpus_file, Resp, Server};
-use image::{AnimationDecoder, DynamicImage, GenericImageView, RgbaImage};
+use image::{DynamicImage, GenericImageView, RgbaImage};
 
 const PHOTO: &str = "valid/jpeg/photo_portrait_800x533_baseline.jpg";
 const PNG_ALPHA: &str = "valid/png/palette_trns_300x225.png";
@@ -57,20 +57,6 @@ fn ok(r: Resp, what: &str) -> Resp {
         String::from_utf8_lossy(&r.body[..r.body.len().min(300)])
     );
     r
-}
-
-/// Every frame of a GIF with its delay in ms.
-fn gif_frames(bytes: &[u8]) -> Vec<(RgbaImage, u32)> {
-    let dec = image::codecs::gif::GifDecoder::new(Cursor::new(bytes)).expect("gif header");
-    dec.into_frames()
-        .collect_frames()
-        .expect("gif frames")
-        .into_iter()
-        .map(|f| {
-            let (n, d) = f.delay().numer_denom_ms();
-            (f.into_buffer(), (n + d / 2) / d.max(1))
-        })
-        .collect()
 }
 
 /// Peak signal-to-noise ratio of two same-sized images, in dB, over
@@ -391,7 +377,7 @@ fn check_still(s: &Server, input: &[u8], label: &str) {
 
 /// Every op on the animated GIF: frames, delays and loop kept, sizes right.
 fn check_animation(s: &Server, input: &[u8]) {
-    let frames = gif_frames(input);
+    let frames = common::gif_frames(input);
     let delays: Vec<u32> = frames.iter().map(|f| f.1).collect();
     let (w, h) = frames[0].0.dimensions();
     let before = ok(s.post("/v1/info", input), "info").json();
@@ -399,7 +385,7 @@ fn check_animation(s: &Server, input: &[u8]) {
         let r = ok(s.post(&format!("/v1/{q}"), input), &format!("gif {q}"));
         assert_eq!(r.header("content-type"), Some("image/gif"), "{q}");
         assert_eq!(r.header("x-image-frames"), Some("20"), "{q}");
-        let out = gif_frames(&r.body);
+        let out = common::gif_frames(&r.body);
         assert_eq!(out.len(), 20, "{q}: frame count");
         assert_eq!(
             out.iter().map(|f| f.1).collect::<Vec<_>>(),
@@ -419,7 +405,7 @@ fn check_animation(s: &Server, input: &[u8]) {
         "pad",
     );
     let r = ok(s.post("/v1/trim", &r.body), "trim");
-    let out = gif_frames(&r.body);
+    let out = common::gif_frames(&r.body);
     assert_eq!(out.len(), 20);
     let first = out[0].0.dimensions();
     assert!(out.iter().all(|f| f.0.dimensions() == first));
@@ -431,7 +417,7 @@ fn check_animation(s: &Server, input: &[u8]) {
     assert_eq!(info["delays_ms"], before["delays_ms"]);
     // Grayscale per frame: grey within GIF palette error.
     let r = ok(s.post("/v1/grayscale", input), "grayscale");
-    for (f, _) in gif_frames(&r.body) {
+    for (f, _) in common::gif_frames(&r.body) {
         assert!(f
             .pixels()
             .all(|p| p[3] == 0 || (p[0].abs_diff(p[1]) <= 8 && p[1].abs_diff(p[2]) <= 8)));
@@ -622,7 +608,7 @@ fn pipelines_equal_single_requests() {
         ),
         "anim pipeline",
     );
-    assert_eq!(gif_frames(&r.body).len(), 20);
+    assert_eq!(common::gif_frames(&r.body).len(), 20);
     // Errors name the op and parameter.
     let sixteen = vec!["flip"; 16].join(",");
     ok(s.post(&format!("/v1/pipeline?ops={sixteen}"), &photo), "16");

@@ -295,7 +295,14 @@ fn encode_gif_fast(
     let transparent = frames
         .iter()
         .any(|f| f.image.as_raw().chunks_exact(4).any(|p| p[3] < GIF_OPAQUE));
-    let max_colors = usize::from(colors.clamp(2, 256)) - usize::from(transparent);
+    // An opaque animation is written as changes: after the first frame,
+    // each frame covers only the rectangle that changed, and inside it a
+    // transparent index stands for "as before" (frames are kept, not
+    // cleared). One palette entry is given up for that index. A translucent
+    // animation keeps full frames: a pixel that turns transparent cannot be
+    // written over a kept frame.
+    let deltas = !transparent && frames.len() > 1 && colors > 2;
+    let max_colors = usize::from(colors.clamp(2, 256)) - usize::from(transparent || deltas);
 
     // The palette (RGB triplets), and for Wu a palette index per colour
     // cell (`gif_cell`): a pixel's index is then one table lookup.
@@ -342,12 +349,14 @@ fn encode_gif_fast(
         palette.extend_from_slice(&[0, 0, 0]);
     }
     let clear_index = u8::try_from(palette.len() / 3).unwrap_or(u8::MAX);
-    if transparent {
+    if transparent || deltas {
         palette.extend_from_slice(&[0, 0, 0]);
     }
     let mut encoder = gif::Encoder::new(Vec::new(), w, h, &palette).map_err(fail)?;
     set_repeat(&mut encoder, loop_count)?;
     let code_size = lzw::min_code_size(palette.len() / 3);
+    // The indices on screen after the previous frame (delta mode only).
+    let mut shown: Option<Vec<u8>> = None;
     for frame in &frames {
         let indices: Vec<u8> = frame
             .image
@@ -361,19 +370,79 @@ fn encode_gif_fast(
                 }
             })
             .collect();
+        let (rect, data) = match &shown {
+            Some(before) if deltas => changes(before, &indices, (w, h), clear_index),
+            _ => ((0, 0, w, h), indices.clone()),
+        };
         let out = gif::Frame {
-            width: w,
-            height: h,
-            buffer: std::borrow::Cow::Owned(lzw::encode(&indices, code_size)),
-            transparent: transparent.then_some(clear_index),
+            left: rect.0,
+            top: rect.1,
+            width: rect.2,
+            height: rect.3,
+            buffer: std::borrow::Cow::Owned(lzw::encode(&data, code_size)),
+            transparent: (transparent || (deltas && shown.is_some())).then_some(clear_index),
             // GIF delays are in 10 ms units.
             delay: u16::try_from(frame.delay_ms.saturating_add(5) / 10).unwrap_or(u16::MAX),
-            dispose: gif::DisposalMethod::Background,
+            dispose: if deltas {
+                gif::DisposalMethod::Keep
+            } else {
+                gif::DisposalMethod::Background
+            },
             ..gif::Frame::default()
         };
         encoder.write_lzw_pre_encoded_frame(&out).map_err(fail)?;
+        if deltas {
+            shown = Some(indices);
+        }
     }
     encoder.into_inner().map_err(fail)
+}
+
+/// What a kept frame must add to `before` to show `after` (both full
+/// canvases of `w` x `h` palette indices): the rectangle (left, top, width,
+/// height) around every changed pixel, its unchanged pixels as `keep` (the
+/// transparent index). Nothing changed: one transparent pixel, so the
+/// frame and its delay stay.
+fn changes(
+    before: &[u8],
+    after: &[u8],
+    (w, h): (u16, u16),
+    keep: u8,
+) -> ((u16, u16, u16, u16), Vec<u8>) {
+    let width = usize::from(w);
+    let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
+    for (y, (b, a)) in before
+        .chunks_exact(width)
+        .zip(after.chunks_exact(width))
+        .enumerate()
+        .take(usize::from(h))
+    {
+        if b == a {
+            continue;
+        }
+        let first = b.iter().zip(a).position(|(p, q)| p != q).unwrap_or(0);
+        let last = b.iter().zip(a).rposition(|(p, q)| p != q).unwrap_or(0);
+        x0 = x0.min(first);
+        x1 = x1.max(last);
+        y0 = y0.min(y);
+        y1 = y;
+    }
+    if x0 == usize::MAX {
+        return ((0, 0, 1, 1), vec![keep]);
+    }
+    let mut data = Vec::with_capacity((x1 - x0 + 1) * (y1 - y0 + 1));
+    for y in y0..=y1 {
+        let row = y * width;
+        data.extend((x0..=x1).map(|x| match after[row + x] {
+            p if p == before[row + x] => keep,
+            p => p,
+        }));
+    }
+    let side = |v: usize| u16::try_from(v).unwrap_or(u16::MAX);
+    (
+        (side(x0), side(y0), side(x1 - x0 + 1), side(y1 - y0 + 1)),
+        data,
+    )
 }
 
 /// The distinct colours of `pixels` (RGBA, alpha ignored) as a palette and

@@ -634,6 +634,21 @@ pub fn decode_dims(bytes: &[u8]) -> (u32, u32, u32) {
     (img.width(), img.height(), 1)
 }
 
+/// Every frame of a GIF with its delay in ms.
+pub fn gif_frames(bytes: &[u8]) -> Vec<(image::RgbaImage, u32)> {
+    use image::AnimationDecoder;
+    let dec = image::codecs::gif::GifDecoder::new(std::io::Cursor::new(bytes)).expect("gif header");
+    dec.into_frames()
+        .collect_frames()
+        .expect("gif frames")
+        .into_iter()
+        .map(|f| {
+            let (n, d) = f.delay().numer_denom_ms();
+            (f.into_buffer(), (n + d / 2) / d.max(1))
+        })
+        .collect()
+}
+
 /// Reads one HTTP/1 request head from `stream` (for the small origins the
 /// tests run) and returns its target path; the headers are read and
 /// dropped, so the caller can answer at once.

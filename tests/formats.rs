@@ -213,3 +213,33 @@ fn a_mostly_static_animation_is_written_as_changes() {
     s.stop();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// libwebp merges consecutive identical frames: the frame count a WebP
+/// response reports is the file's, and the merged frames' time is kept.
+#[test]
+fn webp_frames_merged_by_libwebp_are_counted_as_the_file_has_them() {
+    let dir = common::temp_dir();
+    let path = dir.join("four.gif");
+    // Four 100 ms frames that differ only outside the crop below, except
+    // the last, which differs inside it too.
+    common::pillow(
+        "import sys; from PIL import Image; \
+         frames = [Image.new('RGB', (50, 50), (255, 0, 0)) for _ in range(4)]; \
+         [f.putpixel((i, 0), (0, 0, 255)) for i, f in enumerate(frames)]; \
+         frames[3].putpixel((20, 20), (0, 255, 0)); \
+         frames[0].save(sys.argv[1], save_all=True, append_images=frames[1:], duration=100, loop=0)",
+        &[&path],
+    );
+    let s = Server::start(&[]);
+    let r = s.post(
+        "/v1/pipeline?ops=crop(x=10,y=10,width=20,height=20)&format=webp",
+        &std::fs::read(&path).expect("read"),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let info = s.post("/v1/info", &r.body).json();
+    assert_eq!(info["frames"].as_u64(), Some(2), "{info}");
+    assert_eq!(info["delays_ms"], serde_json::json!([300, 100]), "{info}");
+    assert_eq!(r.header("x-image-frames"), Some("2"));
+    s.stop();
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -65,7 +65,6 @@ pub fn encode(
             return Ok((bytes, meta(format, width, height, frames)));
         }
         (Content::Animation(anim), OutputFormat::Webp) => {
-            let frames = u32::try_from(anim.frames.len()).unwrap_or(u32::MAX);
             let bytes = webp::encode_animation(
                 &anim.frames,
                 width,
@@ -74,6 +73,7 @@ pub fn encode(
                 webp_settings(spec),
             )
             .map_err(|e| EngineError::encoding(e, format))?;
+            let frames = webp::frame_count(&bytes);
             return Ok((bytes, meta(format, width, height, frames)));
         }
         (Content::Animation(anim), _) => match anim.frames.into_iter().next() {

@@ -164,6 +164,29 @@ impl Drop for AnimEncoder {
     }
 }
 
+/// The frames a WebP file holds: its `ANMF` chunks, or 1 for a still.
+///
+/// libwebp's animation encoder merges consecutive identical frames (adding
+/// up their durations), and an animation whose frames are all alike comes
+/// out as a still: the count the response reports must be the file's, not
+/// the number of frames handed in.
+pub fn frame_count(webp: &[u8]) -> u32 {
+    let mut frames = 0u32;
+    let mut at = 12;
+    while let Some(head) = webp.get(at..at + 8) {
+        let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
+        if &head[..4] == b"ANMF" {
+            frames = frames.saturating_add(1);
+        }
+        // Chunks are padded to an even length.
+        at = at
+            .saturating_add(8)
+            .saturating_add(len)
+            .saturating_add(len & 1);
+    }
+    frames.max(1)
+}
+
 /// An animated WebP of full-canvas RGBA8 frames. `loop_count`: `None` or
 /// `Some(0)` loop forever (WebP has no "play once without a count" form, and
 /// `None` comes from GIFs without a NETSCAPE block, which browsers loop).

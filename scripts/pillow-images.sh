@@ -12,7 +12,8 @@ sha256=cdcd1ba258178f7356d74170c9a81ba4eab6a5d55748bc402a5a2a6fe6be3510
 dest=target/pillow-images
 # Paths inside the release's Tests/images folder: a JPEG whose scan is
 # damaged (tests/jpeg.rs); TIFFs of 1/2/4-bit, signed and 32-bit grey,
-# bits stored lowest first, and a BigTIFF (tests/tiff.rs).
+# bits stored lowest first, and a BigTIFF (tests/tiff.rs); an ICO whose
+# directory misstates its image's size (tests/formats.rs).
 files=(
     hopper_bad_exif.jpg
     tiff_gray_2_4_bpp/hopper2.tif tiff_gray_2_4_bpp/hopper2I.tif
@@ -21,6 +22,7 @@ files=(
     tiff_gray_2_4_bpp/hopper4IR.tif tiff_gray_2_4_bpp/hopper4R.tif
     hopper_gray_4bpp.tif 8bit.s.tif 16bit.s.tif 16_bit_binary_pgm.tiff
     hopper_bigtiff.tif
+    hopper_unexpected.ico
 )
 
 have_all() {

@@ -243,3 +243,19 @@ fn webp_frames_merged_by_libwebp_are_counted_as_the_file_has_them() {
     s.stop();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// An ICO whose directory entry says 16x32 for a 16x16 image (the BMP's
+/// doubled height copied into it) decodes at the size it has, to Pillow's
+/// pixels, instead of a 422.
+#[test]
+fn an_ico_that_misstates_its_size_decodes_as_pillow_does() {
+    let dir = common::temp_dir();
+    let s = Server::start(&[]);
+    common::assert_decodes_as_pillow(
+        &s,
+        &dir,
+        &[common::pillow_image_path("hopper_unexpected.ico")],
+    );
+    s.stop();
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -217,8 +217,20 @@ pub fn decode(
             decode_still(decoder, format, limits)
         }
         InputFormat::Ico => {
-            let decoder = IcoDecoder::new(cursor).map_err(err)?;
-            decode_still(decoder, format, limits)
+            let read = |bytes: &[u8]| {
+                IcoDecoder::new(Cursor::new(bytes))
+                    .map_err(err)
+                    .and_then(|decoder| decode_still(decoder, format, limits))
+            };
+            match read(input) {
+                // Retried once with the directory's sizes corrected (see
+                // `sniff::ico_with_true_sizes`); otherwise the first error.
+                Err(first @ EngineError::Corrupt(_)) => match sniff::ico_with_true_sizes(input) {
+                    Some(fixed) => read(&fixed).map_err(|_| first),
+                    None => Err(first),
+                },
+                other => other,
+            }
         }
         // Their decoders build on this module's types, so the engine
         // dispatches to them before calling here (`engine::decode_input`).

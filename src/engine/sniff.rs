@@ -351,6 +351,57 @@ fn skip_sub_blocks(data: &[u8], mut pos: usize) -> Option<usize> {
     }
 }
 
+/// An ICO whose directory states sizes its images do not have (a writer
+/// that put the BMP's doubled height in the entry, say), with each entry's
+/// width and height set to what its PNG header or BMP info header says;
+/// `None` when every entry is already right or the file cannot be read
+/// this far. `image`'s decoder refuses such a file outright, while Pillow
+/// and Windows show the image at the size it has.
+pub fn ico_with_true_sizes(data: &[u8]) -> Option<Vec<u8>> {
+    if data.get(0..4)? != [0, 0, 1, 0] {
+        return None;
+    }
+    let count = usize::from(u16::from_le_bytes([*data.get(4)?, *data.get(5)?]));
+    let mut fixed = data.to_vec();
+    let mut changed = false;
+    for i in 0..count {
+        let entry = 6 + 16 * i;
+        let field = |at: usize| -> Option<usize> {
+            let b = data.get(entry + at..entry + at + 4)?;
+            usize::try_from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])).ok()
+        };
+        let offset = field(12)?;
+        let image = data.get(offset..)?;
+        let (w, h) = if image.starts_with(b"\x89PNG") {
+            let be = |at: usize| -> Option<u32> {
+                let b = image.get(at..at + 4)?;
+                Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            };
+            (be(16)?, be(20)?)
+        } else {
+            let le = |at: usize| -> Option<i32> {
+                let b = image.get(at..at + 4)?;
+                Some(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            };
+            // A BMP in an ICO stores twice its height (pixels, then mask).
+            (le(4)?.unsigned_abs(), le(8)?.unsigned_abs() / 2)
+        };
+        // The directory's one-byte sides: 0 stands for 256.
+        let side = |v: u32| match v {
+            256 => Some(0u8),
+            1..=255 => u8::try_from(v).ok(),
+            _ => None,
+        };
+        let (sw, sh) = (side(w)?, side(h)?);
+        if fixed[entry] != sw || fixed[entry + 1] != sh {
+            fixed[entry] = sw;
+            fixed[entry + 1] = sh;
+            changed = true;
+        }
+    }
+    changed.then_some(fixed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::is_svg;

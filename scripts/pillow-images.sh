@@ -13,7 +13,8 @@ dest=target/pillow-images
 # Paths inside the release's Tests/images folder: a JPEG whose scan is
 # damaged (tests/jpeg.rs); TIFFs of 1/2/4-bit, signed and 32-bit grey,
 # bits stored lowest first, and a BigTIFF (tests/tiff.rs); an ICO whose
-# directory misstates its image's size (tests/formats.rs).
+# directory misstates its image's size and GIFs with no colour table
+# (tests/formats.rs).
 files=(
     hopper_bad_exif.jpg
     tiff_gray_2_4_bpp/hopper2.tif tiff_gray_2_4_bpp/hopper2I.tif
@@ -22,7 +23,7 @@ files=(
     tiff_gray_2_4_bpp/hopper4IR.tif tiff_gray_2_4_bpp/hopper4R.tif
     hopper_gray_4bpp.tif 8bit.s.tif 16bit.s.tif 16_bit_binary_pgm.tiff
     hopper_bigtiff.tif
-    hopper_unexpected.ico
+    hopper_unexpected.ico no_palette.gif no_palette_after_rgb.gif
 )
 
 have_all() {

@@ -245,16 +245,22 @@ fn webp_frames_merged_by_libwebp_are_counted_as_the_file_has_them() {
 }
 
 /// An ICO whose directory entry says 16x32 for a 16x16 image (the BMP's
-/// doubled height copied into it) decodes at the size it has, to Pillow's
-/// pixels, instead of a 422.
+/// doubled height copied into it) decodes at the size it has, and GIFs
+/// whose frames have no colour table at all (no global one, no local one)
+/// decode with Pillow's grey table: to Pillow's pixels, instead of a 422.
 #[test]
-fn an_ico_that_misstates_its_size_decodes_as_pillow_does() {
+fn files_pillow_reads_leniently_decode_as_pillow_does() {
     let dir = common::temp_dir();
     let s = Server::start(&[]);
     common::assert_decodes_as_pillow(
         &s,
         &dir,
-        &[common::pillow_image_path("hopper_unexpected.ico")],
+        &[
+            "hopper_unexpected.ico",
+            "no_palette.gif",
+            "no_palette_after_rgb.gif",
+        ]
+        .map(common::pillow_image_path),
     );
     s.stop();
     let _ = std::fs::remove_dir_all(dir);

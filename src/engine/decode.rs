@@ -168,28 +168,15 @@ pub fn decode(
                 decode_still(decoder, format, limits)
             }
         }
-        InputFormat::Gif => {
-            let mut decoder = GifDecoder::new(cursor).map_err(err)?;
-            let (w, h) = decoder.dimensions();
-            // The canvas must be refused here: the frame iterator allocates
-            // it (and composites into it) without any limit of its own.
-            check_canvas(w, h, limits)?;
-            decoder
-                .set_limits(decoder_limits(limits, true))
-                .map_err(err)?;
-            let color_type = decoder.color_type();
-            // Always through the frame iterator, even for a still GIF: a file
-            // cut after its first frame only fails when every frame is read.
-            let frames = collect_frames(decoder.into_frames(), w, h, format, limits)?;
-            Ok(finish_animation(
-                format,
-                (w, h),
-                color_type,
-                Orientation::NoTransforms,
-                frames,
-                sniff::gif_loop_count(input),
-            ))
-        }
+        InputFormat::Gif => match decode_gif(input, limits) {
+            // A GIF with no global colour table whose frame has no local
+            // one either: read again with a grey table, as Pillow does.
+            Err(first @ EngineError::Corrupt(_)) => match sniff::gif_with_grey_table(input) {
+                Some(fixed) => decode_gif(&fixed, limits).map_err(|_| first),
+                None => Err(first),
+            },
+            other => other,
+        },
         InputFormat::Webp => {
             let mut decoder = WebPDecoder::new(cursor).map_err(err)?;
             let (w, h) = decoder.dimensions();
@@ -238,6 +225,32 @@ pub fn decode(
             EngineError::Internal(format!("{} reached the wrong decoder", format.label())),
         ),
     }
+}
+
+/// Every frame of a GIF, composited.
+fn decode_gif(input: &[u8], limits: &Limits) -> Result<Decoded, EngineError> {
+    let format = InputFormat::Gif;
+    let err = |e| EngineError::decoding(e, format);
+    let mut decoder = GifDecoder::new(Cursor::new(input)).map_err(err)?;
+    let (w, h) = decoder.dimensions();
+    // The canvas must be refused here: the frame iterator allocates
+    // it (and composites into it) without any limit of its own.
+    check_canvas(w, h, limits)?;
+    decoder
+        .set_limits(decoder_limits(limits, true))
+        .map_err(err)?;
+    let color_type = decoder.color_type();
+    // Always through the frame iterator, even for a still GIF: a file
+    // cut after its first frame only fails when every frame is read.
+    let frames = collect_frames(decoder.into_frames(), w, h, format, limits)?;
+    Ok(finish_animation(
+        format,
+        (w, h),
+        color_type,
+        Orientation::NoTransforms,
+        frames,
+        sniff::gif_loop_count(input),
+    ))
 }
 
 /// Reads the orientation without ever failing the request: broken EXIF is

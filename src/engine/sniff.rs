@@ -402,6 +402,27 @@ pub fn ico_with_true_sizes(data: &[u8]) -> Option<Vec<u8>> {
     changed.then_some(fixed)
 }
 
+/// A GIF without a global colour table, given one: 256 greys (index i
+/// shows as grey level i), which is how Pillow shows a frame that has no
+/// colour table at all. `None` when the file has a global table already or
+/// is too short to hold a screen descriptor. Frames with a local table of
+/// their own are unaffected.
+pub fn gif_with_grey_table(data: &[u8]) -> Option<Vec<u8>> {
+    let packed = *data.get(10)?;
+    if !data.starts_with(b"GIF8") || data.len() < 13 || packed & 0x80 != 0 {
+        return None;
+    }
+    let mut fixed = Vec::with_capacity(data.len() + 768);
+    fixed.extend_from_slice(&data[..10]);
+    // Global table present, 256 entries (2^(7+1)); colour resolution and
+    // sort flag kept.
+    fixed.push(packed | 0x87);
+    fixed.extend_from_slice(&data[11..13]);
+    fixed.extend((0..=255u8).flat_map(|v| [v, v, v]));
+    fixed.extend_from_slice(&data[13..]);
+    Some(fixed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::is_svg;

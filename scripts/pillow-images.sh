@@ -13,7 +13,8 @@ dest=target/pillow-images
 # Paths inside the release's Tests/images folder: a JPEG whose scan is
 # damaged (tests/jpeg.rs); TIFFs of 1/2/4-bit, signed and 32-bit grey,
 # bits stored lowest first, and a BigTIFF (tests/tiff.rs); an ICO whose
-# directory misstates its image's size and GIFs with no colour table
+# directory misstates its image's size, GIFs with no colour table and a
+# BMP with a wrong planes field
 # (tests/formats.rs).
 files=(
     hopper_bad_exif.jpg
@@ -23,7 +24,7 @@ files=(
     tiff_gray_2_4_bpp/hopper4IR.tif tiff_gray_2_4_bpp/hopper4R.tif
     hopper_gray_4bpp.tif 8bit.s.tif 16bit.s.tif 16_bit_binary_pgm.tiff
     hopper_bigtiff.tif
-    hopper_unexpected.ico no_palette.gif no_palette_after_rgb.gif
+    hopper_unexpected.ico no_palette.gif no_palette_after_rgb.gif bmp/b/badplanes.bmp
 )
 
 have_all() {

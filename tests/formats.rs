@@ -247,7 +247,8 @@ fn webp_frames_merged_by_libwebp_are_counted_as_the_file_has_them() {
 /// An ICO whose directory entry says 16x32 for a 16x16 image (the BMP's
 /// doubled height copied into it) decodes at the size it has, and GIFs
 /// whose frames have no colour table at all (no global one, no local one)
-/// decode with Pillow's grey table: to Pillow's pixels, instead of a 422.
+/// decode with Pillow's grey table, and a BMP whose planes field is not 1
+/// decodes: to Pillow's pixels, instead of a 422.
 #[test]
 fn files_pillow_reads_leniently_decode_as_pillow_does() {
     let dir = common::temp_dir();

@@ -110,6 +110,25 @@ pub fn decode(
     need: Option<Need<'_>>,
     tuning: &Tuning,
 ) -> Result<Decoded, EngineError> {
+    match decode_once(input, limits, need, tuning) {
+        // A header flaw Pillow (and browsers) read past: one more try on a
+        // mended copy (`sniff::mended`); if that fails too, the first
+        // error stands. The copy is as large as the input, which the body
+        // limit bounds.
+        Err(first @ EngineError::Corrupt(_)) => match sniff::mended(input) {
+            Some(copy) => decode_once(&copy, limits, need, tuning).map_err(|_| first),
+            None => Err(first),
+        },
+        other => other,
+    }
+}
+
+fn decode_once(
+    input: &[u8],
+    limits: &Limits,
+    need: Option<Need<'_>>,
+    tuning: &Tuning,
+) -> Result<Decoded, EngineError> {
     let format = sniff::detect(input)?;
     let err = |e| EngineError::decoding(e, format);
     let cursor = Cursor::new(input);
@@ -168,15 +187,7 @@ pub fn decode(
                 decode_still(decoder, format, limits)
             }
         }
-        InputFormat::Gif => match decode_gif(input, limits) {
-            // A GIF with no global colour table whose frame has no local
-            // one either: read again with a grey table, as Pillow does.
-            Err(first @ EngineError::Corrupt(_)) => match sniff::gif_with_grey_table(input) {
-                Some(fixed) => decode_gif(&fixed, limits).map_err(|_| first),
-                None => Err(first),
-            },
-            other => other,
-        },
+        InputFormat::Gif => decode_gif(input, limits),
         InputFormat::Webp => {
             let mut decoder = WebPDecoder::new(cursor).map_err(err)?;
             let (w, h) = decoder.dimensions();
@@ -204,20 +215,8 @@ pub fn decode(
             decode_still(decoder, format, limits)
         }
         InputFormat::Ico => {
-            let read = |bytes: &[u8]| {
-                IcoDecoder::new(Cursor::new(bytes))
-                    .map_err(err)
-                    .and_then(|decoder| decode_still(decoder, format, limits))
-            };
-            match read(input) {
-                // Retried once with the directory's sizes corrected (see
-                // `sniff::ico_with_true_sizes`); otherwise the first error.
-                Err(first @ EngineError::Corrupt(_)) => match sniff::ico_with_true_sizes(input) {
-                    Some(fixed) => read(&fixed).map_err(|_| first),
-                    None => Err(first),
-                },
-                other => other,
-            }
+            let decoder = IcoDecoder::new(cursor).map_err(err)?;
+            decode_still(decoder, format, limits)
         }
         // Their decoders build on this module's types, so the engine
         // dispatches to them before calling here (`engine::decode_input`).

@@ -351,13 +351,43 @@ fn skip_sub_blocks(data: &[u8], mut pos: usize) -> Option<usize> {
     }
 }
 
+/// A copy of `data` with a header flaw mended that `image`'s decoders
+/// refuse but Pillow reads past, or `None` when there is none to mend:
+/// an ICO directory that misstates its images' sizes, a GIF without any
+/// colour table, a BMP whose planes field is not 1.
+pub fn mended(data: &[u8]) -> Option<Vec<u8>> {
+    match detect(data).ok()? {
+        InputFormat::Ico => ico_with_true_sizes(data),
+        InputFormat::Gif => gif_with_grey_table(data),
+        InputFormat::Bmp => bmp_with_one_plane(data),
+        _ => None,
+    }
+}
+
+/// A BMP whose info header's planes field (always 1 by the format) says
+/// otherwise, with it set to 1: the field means nothing for a BMP, and
+/// Pillow ignores it.
+fn bmp_with_one_plane(data: &[u8]) -> Option<Vec<u8>> {
+    // 14-byte file header, then the info header: size (4), width and
+    // height (4 each, or 2 each in the 12-byte OS/2 header), planes (2).
+    let header = u32::from_le_bytes(data.get(14..18)?.try_into().ok()?);
+    let at = if header == 12 { 22 } else { 26 };
+    if data.get(at..at + 2)? == [1, 0] {
+        return None;
+    }
+    let mut fixed = data.to_vec();
+    fixed[at] = 1;
+    fixed[at + 1] = 0;
+    Some(fixed)
+}
+
 /// An ICO whose directory states sizes its images do not have (a writer
 /// that put the BMP's doubled height in the entry, say), with each entry's
 /// width and height set to what its PNG header or BMP info header says;
 /// `None` when every entry is already right or the file cannot be read
 /// this far. `image`'s decoder refuses such a file outright, while Pillow
 /// and Windows show the image at the size it has.
-pub fn ico_with_true_sizes(data: &[u8]) -> Option<Vec<u8>> {
+fn ico_with_true_sizes(data: &[u8]) -> Option<Vec<u8>> {
     if data.get(0..4)? != [0, 0, 1, 0] {
         return None;
     }
@@ -407,7 +437,7 @@ pub fn ico_with_true_sizes(data: &[u8]) -> Option<Vec<u8>> {
 /// colour table at all. `None` when the file has a global table already or
 /// is too short to hold a screen descriptor. Frames with a local table of
 /// their own are unaffected.
-pub fn gif_with_grey_table(data: &[u8]) -> Option<Vec<u8>> {
+fn gif_with_grey_table(data: &[u8]) -> Option<Vec<u8>> {
     let packed = *data.get(10)?;
     if !data.starts_with(b"GIF8") || data.len() < 13 || packed & 0x80 != 0 {
         return None;

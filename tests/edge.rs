@@ -19,16 +19,7 @@ const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1
 
 /// Answers one HTTP request on `stream` with the corpus PNG (or a redirect).
 fn answer(stream: &mut (impl Read + Write), png: &[u8]) {
-    let mut reader = BufReader::new(&mut *stream);
-    let mut line = String::new();
-    let _ = reader.read_line(&mut line);
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-            break;
-        }
-    }
-    let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let path = common::read_request_path(&mut *stream).unwrap_or_else(|_| "/".to_string());
     if let Some(to) = path.strip_prefix("/to/") {
         let _ = write!(
             stream,

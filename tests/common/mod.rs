@@ -652,8 +652,8 @@ pub fn gif_frames(bytes: &[u8]) -> Vec<(image::RgbaImage, u32)> {
 /// Reads one HTTP/1 request head from `stream` (for the small origins the
 /// tests run) and returns its target path; the headers are read and
 /// dropped, so the caller can answer at once.
-pub fn read_request_path(stream: &std::net::TcpStream) -> std::io::Result<String> {
-    let mut reader = BufReader::new(stream.try_clone()?);
+pub fn read_request_path(stream: impl std::io::Read) -> std::io::Result<String> {
+    let mut reader = BufReader::new(stream);
     let mut line = String::new();
     reader.read_line(&mut line)?;
     let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();

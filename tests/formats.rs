@@ -260,6 +260,7 @@ fn files_pillow_reads_leniently_decode_as_pillow_does() {
             "hopper_unexpected.ico",
             "no_palette.gif",
             "no_palette_after_rgb.gif",
+            "bmp/b/badplanes.bmp",
         ]
         .map(common::pillow_image_path),
     );

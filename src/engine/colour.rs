@@ -117,7 +117,18 @@ fn convert16<P: Pixel<Subpixel = u16>>(
     else {
         return;
     };
-    in_place(&*transform, image.as_mut(), layout);
+    // The same identity check as at 8 bits, on the probe widened to 16:
+    // within one 8-bit level everywhere, the pixels are left alone.
+    let probe: Vec<u16> = probe(layout)
+        .into_iter()
+        .map(|v| u16::from(v) * 257)
+        .collect();
+    let mut out = vec![0; probe.len()];
+    let identity = transform.transform(&probe, &mut out).is_ok()
+        && probe.iter().zip(&out).all(|(a, b)| a.abs_diff(*b) <= 257);
+    if !identity {
+        in_place(&*transform, image.as_mut(), layout);
+    }
 }
 
 /// Runs `transform` over `samples` in place, a slice of whole pixels at a
@@ -159,39 +170,39 @@ impl Transform8 {
             .create_transform_8bit(layout, &destination(grey), layout, options())
             .ok()?;
         let transform = Transform8 { executor, layout };
-        let probe = transform.probe();
+        let probe = probe(layout);
         let mut out = vec![0; probe.len()];
         transform.executor.transform(&probe, &mut out).ok()?;
         let identity = probe.iter().zip(&out).all(|(a, b)| a.abs_diff(*b) <= 1);
         (!identity).then_some(transform)
     }
 
-    /// Colours spread over the whole cube (or the grey ramp), in `layout`.
-    fn probe(&self) -> Vec<u8> {
-        let steps: Vec<u8> = (0..=5).map(|i| i * 51).collect();
-        let mut out = Vec::new();
-        match self.layout {
-            Layout::Gray => out.extend((0..16).map(|i| i * 17)),
-            Layout::GrayAlpha => out.extend((0..16).flat_map(|i| [i * 17, 255])),
-            _ => {
-                for &r in &steps {
-                    for &g in &steps {
-                        for &b in &steps {
-                            out.extend([r, g, b]);
-                            if self.layout == Layout::Rgba {
-                                out.push(255);
-                            }
+    fn apply(&self, samples: &mut [u8]) {
+        in_place(&*self.executor, samples, self.layout);
+    }
+}
+
+/// Colours spread over the whole cube (or the grey ramp), in `layout`.
+fn probe(layout: Layout) -> Vec<u8> {
+    let steps: Vec<u8> = (0..=5).map(|i| i * 51).collect();
+    let mut out = Vec::new();
+    match layout {
+        Layout::Gray => out.extend((0..16).map(|i| i * 17)),
+        Layout::GrayAlpha => out.extend((0..16).flat_map(|i| [i * 17, 255])),
+        _ => {
+            for &r in &steps {
+                for &g in &steps {
+                    for &b in &steps {
+                        out.extend([r, g, b]);
+                        if layout == Layout::Rgba {
+                            out.push(255);
                         }
                     }
                 }
             }
         }
-        out
     }
-
-    fn apply(&self, samples: &mut [u8]) {
-        in_place(&*self.executor, samples, self.layout);
-    }
+    out
 }
 
 /// The profile's description (its `desc` tag), for `info`.

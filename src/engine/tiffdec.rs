@@ -3,8 +3,8 @@
 //!
 //! `image` wraps the `tiff` crate but only for the colour types it has
 //! (8/16-bit grey, RGB, RGBA, CMYK, float): 1-, 2- and 4-bit grey (fax
-//! scans, old scanners), 12-bit grey (medical and camera sensors) and
-//! signed samples are a 415 through it. This module asks `tiff` directly
+//! scans, old scanners) and signed samples are a 415 through it (12-bit
+//! grey too, but `tiff` refuses to read that itself). This module asks `tiff` directly
 //! and widens those to 8 or 16 bits the way Pillow shows them. It also
 //! counts the pages (IFDs) of a file, which `image` never looks past.
 //!
@@ -28,15 +28,47 @@ use super::format::InputFormat;
 use super::limits::check_canvas;
 
 /// The number of pages, counted up to `max` (a file with more says `max`).
+///
+/// A walk of the IFD chain's offsets only (entry count, then the next
+/// offset), not a parse of each page: building every page's directory
+/// would read its strip tables, which a crafted file can make large and
+/// share between a thousand IFDs. A revisited offset ends the walk.
 pub fn page_count(input: &[u8], max: u32) -> u32 {
-    let Ok(mut decoder) = Decoder::new(Cursor::new(input)) else {
-        return 1;
+    let read = |at: usize, n: usize, le: bool| -> Option<u64> {
+        let bytes = input.get(at..at.checked_add(n)?)?;
+        let mut v = 0u64;
+        for i in 0..n {
+            let b = u64::from(bytes[if le { n - 1 - i } else { i }]);
+            v = (v << 8) | b;
+        }
+        Some(v)
     };
-    let mut pages = 1;
-    while pages < max && decoder.more_images() && decoder.next_image().is_ok() {
+    let le = match input.get(0..2) {
+        Some(b"II") => true,
+        Some(b"MM") => false,
+        _ => return 1,
+    };
+    let big = read(2, 2, le) == Some(43);
+    // Classic: 4-byte offsets, 2-byte counts, 12-byte entries; BigTIFF:
+    // 8-byte offsets and counts, 20-byte entries.
+    let (offset, count, entry) = if big { (8, 8, 20) } else { (4, 2, 12) };
+    let mut next = read(if big { 8 } else { 4 }, offset, le);
+    let mut seen = std::collections::HashSet::new();
+    let mut pages = 0u32;
+    while let Some(at) = next.and_then(|o| usize::try_from(o).ok()) {
+        if at == 0 || pages >= max || !seen.insert(at) {
+            break;
+        }
+        let Some(n) = read(at, count, le).and_then(|n| usize::try_from(n).ok()) else {
+            break;
+        };
         pages += 1;
+        next = n
+            .checked_mul(entry)
+            .and_then(|len| at.checked_add(count)?.checked_add(len))
+            .and_then(|end| read(end, offset, le));
     }
-    pages
+    pages.max(1)
 }
 
 fn error(e: ::tiff::TiffError) -> EngineError {
@@ -62,12 +94,14 @@ pub fn decode(input: &[u8], limits: &Limits, page: u32) -> Result<Decoded, Engin
         // The walk to the page is bounded like the page count.
         let pages = page_count(input, limits.max_frames.max(1));
         let index = usize::try_from(page).unwrap_or(usize::MAX);
-        if page >= pages || decoder.seek_to_image(index).is_err() {
+        if page >= pages {
             return Err(EngineError::BadParameter(format!(
                 "page {page} does not exist: the file has {pages} page{} (0-based, counted up to --max-frames)",
                 if pages == 1 { "" } else { "s" }
             )));
         }
+        // The page exists in the chain but its directory does not read.
+        decoder.seek_to_image(index).map_err(error)?;
     }
     let (width, height) = decoder.dimensions().map_err(error)?;
     check_canvas(width, height, limits)?;
@@ -79,6 +113,24 @@ pub fn decode(input: &[u8], limits: &Limits, page: u32) -> Result<Decoded, Engin
     caps.intermediate_buffer_size = budget;
     decoder = decoder.with_limits(caps);
     let color = decoder.colortype().map_err(error)?;
+    // Refused before any pixel is decompressed: only these layouts are
+    // widened below (signedness is known once the samples are read).
+    let readable = matches!(
+        color,
+        TiffColor::Gray(1 | 2 | 4 | 8 | 16 | 32) | TiffColor::RGB(8 | 16) | TiffColor::RGBA(8 | 16)
+    );
+    if !readable {
+        return Err(EngineError::Unsupported(format!(
+            "unsupported TIFF variant: {color:?} samples are not supported"
+        )));
+    }
+    // The page's own Orientation tag, as `image`'s TIFF decoder reads it.
+    let orientation = decoder
+        .find_tag_unsigned::<u8>(::tiff::tags::Tag::Orientation)
+        .ok()
+        .flatten()
+        .and_then(Orientation::from_exif)
+        .unwrap_or(Orientation::NoTransforms);
     // Separate colour planes: `read_image` gives only the first, and tiff
     // 0.11 panics on tiled ones; the layouts read here are interleaved.
     let planar = decoder
@@ -117,7 +169,7 @@ pub fn decode(input: &[u8], limits: &Limits, page: u32) -> Result<Decoded, Engin
         width,
         height,
         color_type: picture.color(),
-        orientation: Orientation::NoTransforms,
+        orientation,
         icc,
         content: Content::Still(picture),
     })
@@ -203,4 +255,33 @@ fn widen(
         _ => return Err(unsupported()),
     };
     image.ok_or_else(short)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::page_count;
+
+    /// A classic little-endian TIFF of empty IFDs at the given offsets,
+    /// each pointing at `next[i]`.
+    fn chain(next: &[u32]) -> Vec<u8> {
+        let mut out = b"II*\0".to_vec();
+        out.extend_from_slice(&8u32.to_le_bytes());
+        for &n in next {
+            out.extend_from_slice(&0u16.to_le_bytes());
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn pages_are_counted_by_offsets_and_cycles_end_the_walk() {
+        // IFDs at 8, 14, 20; the last ends the chain.
+        assert_eq!(page_count(&chain(&[14, 20, 0]), 100), 3);
+        assert_eq!(page_count(&chain(&[14, 20, 0]), 2), 2, "capped");
+        // The second IFD points back at the first.
+        assert_eq!(page_count(&chain(&[14, 8]), 100), 2);
+        // An offset past the end ends the walk after what was read.
+        assert_eq!(page_count(&chain(&[999]), 100), 1);
+        assert_eq!(page_count(b"not a tiff", 100), 1);
+    }
 }

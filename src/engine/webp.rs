@@ -172,8 +172,8 @@ impl Drop for AnimEncoder {
 /// the number of frames handed in.
 pub fn frame_count(webp: &[u8]) -> u32 {
     let mut frames = 0u32;
-    let mut at = 12;
-    while let Some(head) = webp.get(at..at + 8) {
+    let mut at: usize = 12;
+    while let Some(head) = at.checked_add(8).and_then(|end| webp.get(at..end)) {
         let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
         if &head[..4] == b"ANMF" {
             frames = frames.saturating_add(1);

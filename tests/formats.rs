@@ -267,3 +267,42 @@ fn files_pillow_reads_leniently_decode_as_pillow_does() {
     s.stop();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// An opaque animation whose colours fill the whole palette (256 here)
+/// keeps its exact palette: written as full frames, it decodes to exactly
+/// its input (delta frames would have to give up a palette entry).
+#[test]
+fn an_animation_of_exactly_256_colours_stays_lossless_as_gif() {
+    let dir = common::temp_dir();
+    let path = dir.join("full.png");
+    common::pillow(
+        "import sys; from PIL import Image; \
+         colours = [(i, 255 - i, (i * 7) % 256) for i in range(256)]; \
+         frames = [Image.new('RGB', (16, 16)) for _ in range(2)]; \
+         frames[0].putdata(colours); frames[1].putdata(colours[::-1]); \
+         frames[0].save(sys.argv[1], save_all=True, append_images=frames[1:], duration=100, loop=0)",
+        &[&path],
+    );
+    let s = Server::start(&[]);
+    let r = s.post(
+        "/v1/convert?format=gif",
+        &std::fs::read(&path).expect("read"),
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let got = common::gif_frames(&r.body);
+    assert_eq!(got.len(), 2);
+    let frames = image::codecs::png::PngDecoder::new(std::io::Cursor::new(
+        std::fs::read(&path).expect("read"),
+    ))
+    .expect("png")
+    .apng()
+    .expect("apng");
+    let want = image::AnimationDecoder::into_frames(frames)
+        .collect_frames()
+        .expect("frames");
+    for (i, (a, (b, _))) in want.iter().zip(&got).enumerate() {
+        assert!(a.buffer() == b, "frame {i} is exact");
+    }
+    s.stop();
+    let _ = std::fs::remove_dir_all(dir);
+}

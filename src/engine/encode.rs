@@ -300,13 +300,21 @@ fn encode_gif_fast(
     // transparent index stands for "as before" (frames are kept, not
     // cleared). One palette entry is given up for that index. A translucent
     // animation keeps full frames: a pixel that turns transparent cannot be
-    // written over a kept frame.
-    let deltas = !transparent && frames.len() > 1 && colors > 2;
-    let max_colors = usize::from(colors.clamp(2, 256)) - usize::from(transparent || deltas);
+    // written over a kept frame. An animation whose colours fill the whole
+    // palette exactly keeps its exact (lossless) palette and full frames.
+    let full = usize::from(colors.clamp(2, 256)) - usize::from(transparent);
 
     // The palette (RGB triplets), and for Wu a palette index per colour
     // cell (`gif_cell`): a pixel's index is then one table lookup.
-    let exact = exact_palette(opaque_pixels(), max_colors);
+    let exact = exact_palette(opaque_pixels(), full);
+    let deltas = !transparent
+        && frames.len() > 1
+        && colors > 2
+        && exact
+            .as_ref()
+            .is_none_or(|(palette, _)| palette.len() / 3 < full);
+    // Wu's palette leaves the entry deltas need.
+    let max_colors = full - usize::from(deltas && exact.is_none());
     let (mut palette, cells) = match &exact {
         Some((palette, _)) => (palette.clone(), Vec::new()),
         None => {

@@ -23,18 +23,14 @@ const PHOTO: &str = "valid/jpeg/photo_portrait_800x533_baseline.jpg";
 
 /// `cjpeg -arithmetic` (plus `extra`) of a PPM/PGM file.
 fn cjpeg_arithmetic(source: &Path, dest: &Path, extra: &[&str]) {
-    let out = Command::new("cjpeg")
-        .arg("-arithmetic")
-        .args(extra)
-        .arg("-outfile")
-        .arg(dest)
-        .arg(source)
-        .output()
-        .expect("cjpeg (scripts/test.sh installs libjpeg-turbo-progs)");
-    assert!(
-        out.status.success(),
-        "cjpeg: {}",
-        String::from_utf8_lossy(&out.stderr)
+    common::run_tool(
+        Command::new("cjpeg")
+            .arg("-arithmetic")
+            .args(extra)
+            .arg("-outfile")
+            .arg(dest)
+            .arg(source),
+        "cjpeg (scripts/test.sh installs libjpeg-turbo-progs)",
     );
 }
 

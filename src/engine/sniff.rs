@@ -139,59 +139,118 @@ pub fn tiff_is_tiled_planar(data: &[u8]) -> bool {
     tiled_planar(data).unwrap_or(false)
 }
 
-fn tiled_planar(data: &[u8]) -> Option<bool> {
-    let le = match data.get(0..2)? {
-        b"II" => true,
-        b"MM" => false,
-        _ => return None,
-    };
-    let u16_at = |at: usize| -> Option<u64> {
-        let b: [u8; 2] = data.get(at..at + 2)?.try_into().ok()?;
-        Some(u64::from(if le {
-            u16::from_le_bytes(b)
+/// The header of a classic or Big TIFF, for reading its IFD chain by
+/// offsets (no decoder involved).
+struct TiffHeader<'a> {
+    data: &'a [u8],
+    le: bool,
+    big: bool,
+}
+
+impl<'a> TiffHeader<'a> {
+    fn parse(data: &'a [u8]) -> Option<Self> {
+        let le = match data.get(0..2)? {
+            b"II" => true,
+            b"MM" => false,
+            _ => return None,
+        };
+        let mut header = TiffHeader {
+            data,
+            le,
+            big: false,
+        };
+        header.big = match header.int(2, 2)? {
+            42 => false,
+            43 => true,
+            _ => return None,
+        };
+        Some(header)
+    }
+
+    /// The `n`-byte unsigned integer at `at`, in the file's byte order.
+    fn int(&self, at: usize, n: usize) -> Option<u64> {
+        let bytes = self.data.get(at..at.checked_add(n)?)?;
+        let fold = |v: u64, b: &u8| (v << 8) | u64::from(*b);
+        Some(if self.le {
+            bytes.iter().rev().fold(0, fold)
         } else {
-            u16::from_be_bytes(b)
-        }))
-    };
-    let u32_at = |at: usize| -> Option<u64> {
-        let b: [u8; 4] = data.get(at..at + 4)?.try_into().ok()?;
-        Some(u64::from(if le {
-            u32::from_le_bytes(b)
-        } else {
-            u32::from_be_bytes(b)
-        }))
-    };
-    let u64_at = |at: usize| -> Option<u64> {
-        let b: [u8; 8] = data.get(at..at + 8)?.try_into().ok()?;
-        Some(if le {
-            u64::from_le_bytes(b)
-        } else {
-            u64::from_be_bytes(b)
+            bytes.iter().fold(0, fold)
         })
+    }
+
+    /// Offset size: 8 bytes in a BigTIFF, 4 in a classic one.
+    fn offset_len(&self) -> usize {
+        if self.big {
+            8
+        } else {
+            4
+        }
+    }
+
+    fn first_ifd(&self) -> Option<usize> {
+        usize::try_from(self.int(if self.big { 8 } else { 4 }, self.offset_len())?).ok()
+    }
+
+    /// The entry count of the IFD at `at` and where its first entry is.
+    /// Classic TIFF: 2-byte count, 12-byte entries with a 4-byte value
+    /// field; BigTIFF: 8-byte count, 20-byte entries, 8-byte value field.
+    fn entries(&self, at: usize) -> Option<(usize, usize)> {
+        let count_len = if self.big { 8 } else { 2 };
+        let count = usize::try_from(self.int(at, count_len)?).ok()?;
+        Some((count, at.checked_add(count_len)?))
+    }
+
+    fn entry_len(&self) -> usize {
+        if self.big {
+            20
+        } else {
+            12
+        }
+    }
+
+    /// The offset of the IFD after the one at `at` (0: none).
+    fn next_ifd(&self, at: usize) -> Option<usize> {
+        let (count, first) = self.entries(at)?;
+        let end = first.checked_add(count.checked_mul(self.entry_len())?)?;
+        usize::try_from(self.int(end, self.offset_len())?).ok()
+    }
+}
+
+/// The number of pages (IFDs) of a TIFF, counted up to `max` by walking
+/// the chain's offsets only: building each page's directory would read
+/// its strip tables, which a crafted file can make large and share between
+/// many IFDs. A revisited or unreadable offset ends the walk; at least 1.
+pub fn tiff_page_count(data: &[u8], max: u32) -> u32 {
+    let Some(tiff) = TiffHeader::parse(data) else {
+        return 1;
     };
-    // Classic TIFF: 2-byte entry count, 12-byte entries with a 4-byte value
-    // field. BigTIFF: 8-byte count, 20-byte entries, 8-byte value field.
-    let (big, ifd) = match u16_at(2)? {
-        42 => (false, usize::try_from(u32_at(4)?).ok()?),
-        43 => (true, usize::try_from(u64_at(8)?).ok()?),
-        _ => return None,
-    };
-    let (count, first, entry_len) = if big {
-        (u64_at(ifd)?, ifd + 8, 20)
-    } else {
-        (u16_at(ifd)?, ifd + 2, 12)
-    };
+    let mut seen = std::collections::HashSet::new();
+    let mut pages = 0u32;
+    let mut next = tiff.first_ifd();
+    while let Some(at) = next {
+        if at == 0 || pages >= max || !seen.insert(at) || tiff.entries(at).is_none() {
+            break;
+        }
+        pages += 1;
+        next = tiff.next_ifd(at);
+    }
+    pages.max(1)
+}
+
+fn tiled_planar(data: &[u8]) -> Option<bool> {
+    let tiff = TiffHeader::parse(data)?;
+    let (count, first) = tiff.entries(tiff.first_ifd()?)?;
     let (mut tiled, mut planar, mut samples) = (false, 1, 1);
-    for i in 0..usize::try_from(count.min(4096)).ok()? {
-        let entry = first + i * entry_len;
-        let tag = u16_at(entry)?;
-        let kind = u16_at(entry + 2)?;
-        let value_at = entry + if big { 12 } else { 8 };
+    for i in 0..count.min(4096) {
+        let entry = first + i * tiff.entry_len();
+        let tag = tiff.int(entry, 2)?;
+        let kind = tiff.int(entry + 2, 2)?;
+        let value_at = entry + if tiff.big { 12 } else { 8 };
         // Only inline SHORT and LONG values matter for these tags.
         let value = match kind {
-            3 => u16_at(value_at),
-            4 => u32_at(value_at),
-            16 => u64_at(value_at),
+            3 => tiff.int(value_at, 2),
+            4 => tiff.int(value_at, 4),
+            16 => tiff.int(value_at, 8),
             _ => None,
         };
         match (tag, value) {

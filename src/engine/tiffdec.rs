@@ -26,49 +26,12 @@ use super::decode::{Content, Decoded};
 use super::error::{clip, EngineError};
 use super::format::InputFormat;
 use super::limits::check_canvas;
+use super::sniff;
 
-/// The number of pages, counted up to `max` (a file with more says `max`).
-///
-/// A walk of the IFD chain's offsets only (entry count, then the next
-/// offset), not a parse of each page: building every page's directory
-/// would read its strip tables, which a crafted file can make large and
-/// share between a thousand IFDs. A revisited offset ends the walk.
+/// The number of pages, counted up to `max` (a file with more says `max`);
+/// see [`sniff::tiff_page_count`].
 pub fn page_count(input: &[u8], max: u32) -> u32 {
-    let read = |at: usize, n: usize, le: bool| -> Option<u64> {
-        let bytes = input.get(at..at.checked_add(n)?)?;
-        let mut v = 0u64;
-        for i in 0..n {
-            let b = u64::from(bytes[if le { n - 1 - i } else { i }]);
-            v = (v << 8) | b;
-        }
-        Some(v)
-    };
-    let le = match input.get(0..2) {
-        Some(b"II") => true,
-        Some(b"MM") => false,
-        _ => return 1,
-    };
-    let big = read(2, 2, le) == Some(43);
-    // Classic: 4-byte offsets, 2-byte counts, 12-byte entries; BigTIFF:
-    // 8-byte offsets and counts, 20-byte entries.
-    let (offset, count, entry) = if big { (8, 8, 20) } else { (4, 2, 12) };
-    let mut next = read(if big { 8 } else { 4 }, offset, le);
-    let mut seen = std::collections::HashSet::new();
-    let mut pages = 0u32;
-    while let Some(at) = next.and_then(|o| usize::try_from(o).ok()) {
-        if at == 0 || pages >= max || !seen.insert(at) {
-            break;
-        }
-        let Some(n) = read(at, count, le).and_then(|n| usize::try_from(n).ok()) else {
-            break;
-        };
-        pages += 1;
-        next = n
-            .checked_mul(entry)
-            .and_then(|len| at.checked_add(count)?.checked_add(len))
-            .and_then(|end| read(end, offset, le));
-    }
-    pages.max(1)
+    sniff::tiff_page_count(input, max)
 }
 
 fn error(e: ::tiff::TiffError) -> EngineError {

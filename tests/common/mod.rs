@@ -47,15 +47,19 @@ pub fn pillow_image(name: &str) -> Vec<u8> {
 /// Runs a Python snippet with Pillow (to make inputs at test time);
 /// `args` become `sys.argv[1:]`.
 pub fn pillow(script: &str, args: &[&std::path::Path]) {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("python3 (scripts/test.sh installs Pillow)");
+    run_tool(
+        Command::new("python3").arg("-c").arg(script).args(args),
+        "python3 (scripts/test.sh installs Pillow)",
+    );
+}
+
+/// Runs a tool that makes a test input and expects it to succeed; `what`
+/// names it (and where it comes from) in the failure.
+pub fn run_tool(command: &mut Command, what: &str) {
+    let out = command.output().unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(
         out.status.success(),
-        "python: {}",
+        "{what}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }

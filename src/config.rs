@@ -25,6 +25,19 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("invalid duration {s:?}: {e} (try 30s or 500ms)"))
 }
 
+/// Parses `--front-slice`: 0, or a duration the kernel accepts as a slice
+/// (it would clamp anything else silently).
+pub fn parse_slice(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() || (Duration::from_micros(100)..=Duration::from_millis(100)).contains(&d) {
+        Ok(d)
+    } else {
+        Err(format!(
+            "slice {s:?} is outside 100us..100ms (0 keeps the kernel's default)"
+        ))
+    }
+}
+
 /// Parses a byte size: `1048576`, `512KiB`, `32MiB`, `1GiB` (decimal `MB` also accepted).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     s.trim()
@@ -77,6 +90,13 @@ pub struct MasterArgs {
     /// CPU time normal tasks leave).
     #[arg(long, env = "PIXFORK_WORKER_SCHED", value_enum, default_value_t = WorkerSched::Other)]
     pub worker_sched: WorkerSched,
+
+    /// The scheduler slice the front's threads ask for (Linux 6.12 and
+    /// later; see src/sched.rs): with a slice shorter than the workers' the
+    /// front preempts a busy worker the moment a request or a reply
+    /// arrives. Between 100us and 100ms; 0 keeps the kernel's default.
+    #[arg(long, env = "PIXFORK_FRONT_SLICE", default_value = "100us", value_parser = parse_slice)]
+    pub front_slice: Duration,
 
     /// Address-space limit of each worker (RLIMIT_AS), e.g. `1GiB`. A request
     /// that needs more fails alone with 502 `worker_out_of_memory`.

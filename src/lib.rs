@@ -15,6 +15,7 @@
 //!   handles the signals (drain, reload, one worker more or less).
 //! - [`config`]: the master's flags and their value parsers.
 //! - [`systemd`]: sd_notify, the watchdog and socket activation.
+//! - [`sched`]: the short scheduler slice the front's threads ask for.
 //! - [`front`]: the hyper service: routes (image, jobs, status), body
 //!   limits, JSON errors.
 //! - [`jobs`]: durable background jobs: the SQLite and Redis stores, the
@@ -48,5 +49,6 @@ pub mod net;
 pub mod pool;
 pub mod proto;
 pub mod sandbox;
+pub mod sched;
 pub mod systemd;
 pub mod worker;

@@ -50,6 +50,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("worker", &["engine", "proto", "sandbox"]),
     ("engine", &["proto"]),
     ("sandbox", &[]),
+    ("sched", &[]),
     ("metrics", &[]),
     ("proto", &[]),
 ];

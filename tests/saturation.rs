@@ -67,3 +67,48 @@ fn healthz_stays_fast_while_workers_are_saturated() {
     );
     assert!(s.stop().success());
 }
+
+/// The front's threads run with the shortest scheduler slice, so that they
+/// preempt a busy worker as soon as they wake (src/sched.rs says why); the
+/// workers, forked from those threads, keep the kernel's default.
+#[test]
+fn front_threads_ask_for_short_slices_and_workers_do_not_inherit_them() {
+    let s = Server::start(&[]);
+    // One request first, so the runtime has started the threads it uses.
+    let r = common::agent()
+        .get(&s.url("/healthz"))
+        .call()
+        .expect("healthz");
+    assert_eq!(r.status().as_u16(), 200);
+    // The main thread and the runtime's threads: the ones that take
+    // requests and replies. (The job store's own thread, which only does
+    // disk I/O, keeps the default.)
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", s.pid)).expect("master's threads");
+    let tids: Vec<i32> = tasks
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|tid| {
+            let comm = std::fs::read_to_string(format!("/proc/{}/task/{tid}/comm", s.pid));
+            comm.is_ok_and(|c| c.trim() == "pixfork" || c.trim() == "tokio-rt-worker")
+        })
+        .collect();
+    assert!(tids.len() >= 3, "threads: {tids:?}");
+    for tid in &tids {
+        let slice = pixfork::sched::slice_of(*tid).expect("sched_getattr of a front thread");
+        assert_eq!(
+            slice,
+            pixfork::sched::FRONT_SLICE_NS,
+            "front thread {tid} runs with a {slice} ns slice"
+        );
+    }
+    let workers = s.worker_pids();
+    assert_eq!(workers.len(), 2);
+    for pid in workers {
+        let slice = pixfork::sched::slice_of(pid as i32).expect("sched_getattr of a worker");
+        assert!(
+            slice > pixfork::sched::FRONT_SLICE_NS,
+            "worker {pid} runs with a {slice} ns slice, not the kernel's default"
+        );
+    }
+    assert!(s.stop().success());
+}

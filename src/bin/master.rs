@@ -28,8 +28,22 @@ fn init_logs(format: LogFormat) {
 fn main() -> ExitCode {
     let args = MasterArgs::parse();
     init_logs(args.log_format);
+    // Short scheduler slices for the front's threads (pixfork::sched says
+    // why): the main thread here, every runtime thread as it starts.
+    let slice = u64::try_from(args.front_slice.as_nanos()).unwrap_or(u64::MAX);
+    if slice > 0 {
+        if let Err(e) = pixfork::sched::request_slice(slice) {
+            tracing::warn!("the kernel refused a {slice} ns scheduler slice: {e}");
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_start(move || {
+            if slice > 0 {
+                // Refused or not, the thread runs; the main thread logged why.
+                let _ = pixfork::sched::request_slice(slice);
+            }
+        })
         .build()
     {
         Ok(rt) => rt,

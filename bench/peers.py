@@ -166,27 +166,42 @@ def fidelity(name, file, output):
 
 
 def measure(args):
-    """Every system on W1-W3 and the probe; returns {system: {...}}."""
+    """Every system on W1-W3 and the probe; returns {system: {...}}.
+
+    The throughput runs go in `args.rounds` rounds, each system in turn in
+    every round, so that a slow stretch of this shared machine lands on
+    every system rather than on whichever ran then; a row reports the mean
+    of its rounds (each round is in the table too). The probe runs come
+    in the last round."""
     n, secs, warm = args.workers, args.seconds, args.warmup
-    results = {}
-    for system in SYSTEMS:
-        run.log(f"peers: {system}")
-        server = start(system, n)
-        r = {"rows": {}, "ssim": {}, "probe": []}
-        try:
-            for name, rel, op, query, _ in run.WORKLOADS:
-                file = os.path.join(run.CORPUS, rel)
-                path = f"/v1/{op}?{query}"
-                r["ssim"][name] = fidelity(name, file, post(server.addr, path, file))
-                run.wrk(server.addr, path, file, 16, warm)
-                r["rows"][name] = run.wrk(server.addr, path, file, 16, secs)
-                run.log(f"  {name}: {r['rows'][name]['rps']:.1f} req/s")
-            for i in range(3):
-                r["probe"].append(probe_under_load(server.addr, secs))
-                run.log(f"  probe run {i + 1}: p99 {r['probe'][-1].get('p99_ms')} ms")
-        finally:
-            stop(server)
-        results[system] = r
+    results = {s: {"rows": {}, "rounds": {}, "ssim": {}, "probe": []} for s in SYSTEMS}
+    for rnd in range(args.rounds):
+        for system in SYSTEMS:
+            run.log(f"peers: {system}, round {rnd + 1} of {args.rounds}")
+            server = start(system, n)
+            r = results[system]
+            try:
+                for name, rel, op, query, _ in run.WORKLOADS:
+                    file = os.path.join(run.CORPUS, rel)
+                    path = f"/v1/{op}?{query}"
+                    if rnd == 0:
+                        r["ssim"][name] = fidelity(name, file, post(server.addr, path, file))
+                    run.wrk(server.addr, path, file, 16, warm)
+                    row = run.wrk(server.addr, path, file, 16, secs)
+                    r["rounds"].setdefault(name, []).append(row)
+                    run.log(f"  {name}: {row['rps']:.1f} req/s")
+                if rnd == args.rounds - 1:
+                    for i in range(3):
+                        r["probe"].append(probe_under_load(server.addr, secs))
+                        run.log(f"  probe run {i + 1}: p99 {r['probe'][-1].get('p99_ms')} ms")
+            finally:
+                stop(server)
+    for r in results.values():
+        for name, rows in r["rounds"].items():
+            r["rows"][name] = {
+                "rps": sum(x["rps"] for x in rows) / len(rows),
+                "p99": max(x["p99"] for x in rows),
+            }
     return results
 
 
@@ -208,6 +223,17 @@ def section(results, n):
         best = max(rps["sharp"], rps["FastAPI"])
         L.append(f"| {name} | " + " | ".join(fmt(rps[s]) for s in names)
                  + f" | {fmt(rps['pixfork'] / best, 2)}× | {p99} | {ss} |")
+    L.append("")
+    rounds = len(next(iter(results.values()))["rounds"][run.WORKLOADS[0][0]])
+    L.append(f"req/s: the mean of {rounds} rounds, every system once per round in turn "
+             "(a slow stretch of the machine lands on all of them); p99: the worse round. "
+             "Each round's req/s:")
+    L.append("")
+    L.append("| workload | " + " | ".join(names) + " |")
+    L.append("|---|" + "---|" * len(names))
+    for name, *_ in run.WORKLOADS:
+        L.append(f"| {name} | " + " | ".join(
+            " / ".join(fmt(x["rps"]) for x in results[s]["rounds"][name]) for s in names) + " |")
     L.append("")
     L.append("SSIM: each system's output (the first frame for W3), decoded by Pillow, "
              "against the exact result in float: the source resized by Pillow's Lanczos "

@@ -235,6 +235,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=15, help="length of each measured load run")
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="rounds of the comparison with the peers (each system once per round)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--inproc-seconds", type=float, default=8.0)
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "RESULTS.md"))

@@ -4,7 +4,7 @@
 # missing, builds the release binaries and
 # the bench helpers once, then runs bench/run.py, which prints the table and
 # writes it to bench/RESULTS.md (and bench/EDGE.md). Loopback only, bounded
-# in time (about twenty minutes with the defaults). Extra arguments go to run.py (--seconds N ...).
+# in time (about twenty-five minutes with the defaults). Extra arguments go to run.py (--seconds N ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

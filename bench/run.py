@@ -69,6 +69,13 @@ FAST_PATHS = [
      ["--neuquant"], []),
 ]
 
+# Options that trade speed for something else, in-process on one core:
+# (label, workload, what the option adds to the workload's query).
+OPTIONS = [
+    ("linear=true: Lanczos3 in linear light (16-bit, no shrink-on-load)", "W1 thumbnail",
+     "&linear=true"),
+]
+
 def log(*a):
     print(*a, file=sys.stderr, flush=True)
 
@@ -304,6 +311,14 @@ def main():
         after = inproc(os.path.join(CORPUS, rel), op, query, args.inproc_seconds, on)
         fast.append((label, wl, before, after))
 
+    options = []
+    for label, wl, extra in OPTIONS:
+        _, rel, op, query, _ = next(w for w in WORKLOADS if w[0] == wl)
+        log(f"option: {label}")
+        before = inproc(os.path.join(CORPUS, rel), op, query, args.inproc_seconds)
+        after = inproc(os.path.join(CORPUS, rel), op, query + extra, args.inproc_seconds)
+        options.append((label, wl, before, after))
+
     log("decode floor (djpeg)")
     floor = decode_floor(os.path.join(CORPUS, WORKLOADS[0][1]))
 
@@ -380,6 +395,16 @@ def main():
             st = lambda d: f"{fmt(d.get('decode_ms'), 2)} / {fmt(d.get('ops_ms'), 2)} / {fmt(d.get('encode_ms'), 2)}"
             L.append(f"| {label} | {wl} | {fmt(b['req_per_s'])} | {fmt(a['req_per_s'])} | "
                      f"{fmt(a['req_per_s'] / b['req_per_s'], 2)}× | {st(b)} | {st(a)} |")
+        L.append("")
+    if options:
+        L.append("## Options (in-process, pinned to core 0: the default → with the option)")
+        L.append("")
+        L.append("| option | workload | default req/s | with it req/s | cost | default decode / ops / encode ms | with it decode / ops / encode ms |")
+        L.append("|---|---|---:|---:|---:|---|---|")
+        for label, wl, b, a in options:
+            st = lambda d: f"{fmt(d.get('decode_ms'), 2)} / {fmt(d.get('ops_ms'), 2)} / {fmt(d.get('encode_ms'), 2)}"
+            L.append(f"| {label} | {wl} | {fmt(b['req_per_s'])} | {fmt(a['req_per_s'])} | "
+                     f"{fmt(b['req_per_s'] / a['req_per_s'], 2)}× slower | {st(b)} | {st(a)} |")
         L.append("")
     L.append("## Targets")
     L.append("")

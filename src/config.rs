@@ -98,6 +98,13 @@ pub struct MasterArgs {
     #[arg(long, env = "PIXFORK_FRONT_SLICE", default_value = "100us", value_parser = parse_slice)]
     pub front_slice: Duration,
 
+    /// Resize and thumbnail in linear light unless a request says
+    /// `linear=false` (see the `linear` parameter): truer to fine detail,
+    /// slower (no shrink-on-load, 16-bit filtering). Off: the stored sRGB
+    /// values are filtered, as other image servers do.
+    #[arg(long, env = "PIXFORK_LINEAR_RESIZE")]
+    pub linear_resize: bool,
+
     /// Address-space limit of each worker (RLIMIT_AS), e.g. `1GiB`. A request
     /// that needs more fails alone with 502 `worker_out_of_memory`.
     #[arg(long, env = "PIXFORK_WORKER_MEMORY_LIMIT", value_parser = parse_size)]

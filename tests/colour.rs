@@ -104,3 +104,101 @@ fn an_embedded_srgb_profile_changes_no_pixel() {
     s.stop();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// One-pixel black and white columns, 64 x 64, as `format` (grey).
+fn lines(format: image::ImageFormat) -> Vec<u8> {
+    let img = image::GrayImage::from_fn(64, 64, |x, _| {
+        image::Luma([if x % 2 == 0 { 0 } else { 255 }])
+    });
+    let mut out = Vec::new();
+    let mut cursor = std::io::Cursor::new(&mut out);
+    match format {
+        image::ImageFormat::Jpeg => {
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut cursor, 100)
+                .encode_image(&img)
+                .expect("jpeg");
+        }
+        _ => image::DynamicImage::ImageLuma8(img)
+            .write_to(&mut cursor, format)
+            .expect("encode"),
+    }
+    out
+}
+
+/// The mean grey of the middle of a resized picture (PNG reply).
+fn middle_grey(r: &common::Resp) -> f64 {
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let img = image::load_from_memory(&r.body).expect("png").into_luma8();
+    let (w, h) = img.dimensions();
+    let mut sum = 0u64;
+    let mut n = 0u64;
+    for y in h / 4..h - h / 4 {
+        for x in w / 4..w - w / 4 {
+            sum += u64::from(img.get_pixel(x, y).0[0]);
+            n += 1;
+        }
+    }
+    sum as f64 / n as f64
+}
+
+#[test]
+fn linear_resize_keeps_the_light_of_fine_lines() {
+    // Half black, half white light: 0.5 linear is 188 in sRGB; the mean of
+    // the stored values is 127.5.
+    let s = Server::start(&[]);
+    let png = lines(image::ImageFormat::Png);
+    let jpeg = lines(image::ImageFormat::Jpeg);
+    for op in ["resize?width=16", "thumbnail?width=16&height=16"] {
+        let naive = middle_grey(&s.post(&format!("/v1/{op}&format=png"), &png));
+        assert!((naive - 127.5).abs() <= 2.0, "{op}: {naive}");
+        let linear = middle_grey(&s.post(&format!("/v1/{op}&linear=true&format=png"), &png));
+        assert!((linear - 188.0).abs() <= 2.0, "{op} linear: {linear}");
+        // A JPEG would be shrunk on load by the decoder's own (stored-value)
+        // scaling; in linear light it is decoded in full instead.
+        let linear = middle_grey(&s.post(&format!("/v1/{op}&linear=true&format=png"), &jpeg));
+        assert!((linear - 188.0).abs() <= 6.0, "{op} linear JPEG: {linear}");
+    }
+    // Inside a pipeline, and over colour with alpha (premultiplied in light).
+    let r = s.post(
+        "/v1/pipeline?ops=resize(width=16,linear=true)&format=png",
+        &png,
+    );
+    assert!((middle_grey(&r) - 188.0).abs() <= 2.0);
+    let rgba = image::RgbaImage::from_fn(64, 64, |x, _| {
+        if x % 2 == 0 {
+            image::Rgba([0, 0, 0, 255])
+        } else {
+            image::Rgba([255, 255, 255, 255])
+        }
+    });
+    let mut body = Vec::new();
+    image::DynamicImage::ImageRgba8(rgba)
+        .write_to(
+            &mut std::io::Cursor::new(&mut body),
+            image::ImageFormat::Png,
+        )
+        .expect("png");
+    let r = s.post("/v1/resize?width=16&linear=true&format=png", &body);
+    assert!((middle_grey(&r) - 188.0).abs() <= 2.0);
+    // The two ways are two results: never one served for the other.
+    let a = s.post("/v1/resize?width=16&format=png", &png);
+    let b = s.post("/v1/resize?width=16&linear=true&format=png", &png);
+    assert_ne!(a.header("etag"), b.header("etag"));
+    let bad = s.post("/v1/resize?width=16&linear=maybe", &png);
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.error_code(), "bad_parameter");
+    s.stop();
+
+    // --linear-resize makes it the default; linear=false still opts out.
+    let s = Server::start(&["--linear-resize"]);
+    let by_default = middle_grey(&s.post("/v1/resize?width=16&format=png", &png));
+    assert!((by_default - 188.0).abs() <= 2.0, "{by_default}");
+    let opted_out = middle_grey(&s.post("/v1/resize?width=16&linear=false&format=png", &png));
+    assert!((opted_out - 127.5).abs() <= 2.0, "{opted_out}");
+    // A background job takes the default of the instance that runs it.
+    let id = common::jobs::submit(&s, "resize?width=16&format=png", &png);
+    common::jobs::wait_status(&s, &id, "done", std::time::Duration::from_secs(20));
+    let job = middle_grey(&s.get(&format!("/v1/jobs/{id}/result")));
+    assert!((job - 188.0).abs() <= 2.0, "job: {job}");
+    s.stop();
+}

@@ -38,7 +38,7 @@ mod test_ops;
 
 pub use error::{bad, ParamError};
 pub use listing::ops_listing;
-pub use ops::{find_op, public_ops, OPS, OUTPUT_PARAMS};
+pub use ops::{find_op, public_ops, resolve_linear, OPS, OUTPUT_PARAMS};
 pub use overlays::{Attachment, OverlayError, Overlays, MAX_OVERLAYS};
 pub use parse::{
     callback_not_here, parse_job, parse_pipeline, parse_preset, parse_request, parse_task, Parsed,

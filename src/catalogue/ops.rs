@@ -69,6 +69,16 @@ const FOCAL_X: ParamSpec = p(
     "with gravity=focal: the point to keep, as a fraction of the width from the left edge",
 );
 
+const LINEAR: ParamSpec = p(
+    "linear",
+    Kind::Bool,
+    false,
+    None,
+    "scale in linear light rather than on the stored sRGB values: fine light and dark detail \
+     (lines, text, stars) keeps its brightness; slower. Left out: the server's default \
+     (--linear-resize, off unless the operator set it)",
+);
+
 const FOCAL_Y: ParamSpec = p(
     "fy",
     float(0.0, 1.0),
@@ -246,6 +256,19 @@ pub(super) fn apply_dpr(ops: &mut [Op], dpr: f32) -> Result<(), ParamError> {
     Ok(())
 }
 
+/// Gives every resize and thumbnail in `ops` that left `linear` out the
+/// server's default (`--linear-resize`). Called by whoever runs a parsed
+/// task, before the task is named (cache key, ETag) or sent, so that the
+/// name says which way it was scaled and a changed default never serves a
+/// result made the other way.
+pub fn resolve_linear(ops: &mut [Op], default: bool) {
+    for op in ops {
+        if let Op::Resize { linear, .. } | Op::Thumbnail { linear, .. } = op {
+            linear.get_or_insert(default);
+        }
+    }
+}
+
 fn fit_of(word: Option<&str>) -> Fit {
     match word {
         Some("cover") => Fit::Cover,
@@ -362,6 +385,7 @@ pub static OPS: &[OpSpec] = &[
                 Some("false"),
                 "allow scaling up",
             ),
+            LINEAR,
         ],
         |v| {
             let width = v.u32("width");
@@ -375,6 +399,7 @@ pub static OPS: &[OpSpec] = &[
                 fit: fit_of(v.choice("fit")),
                 gravity: gravity_with_focus(v)?,
                 enlarge: v.bool("enlarge").unwrap_or(false),
+                linear: v.bool("linear"),
             })
         },
         "width=400",
@@ -388,6 +413,7 @@ pub static OPS: &[OpSpec] = &[
             GRAVITY,
             FOCAL_X,
             FOCAL_Y,
+            LINEAR,
         ],
         |v| {
             let (width, height) = match (v.u32("width"), v.u32("height")) {
@@ -400,6 +426,7 @@ pub static OPS: &[OpSpec] = &[
                 width,
                 height,
                 gravity: gravity_with_focus(v)?,
+                linear: v.bool("linear"),
             })
         },
         "width=200&height=200",

@@ -368,7 +368,8 @@ mod tests {
                 height: None,
                 fit: Fit::Contain,
                 gravity: Gravity::Centre,
-                enlarge: false
+                enlarge: false,
+                linear: None,
             }]
         );
         assert_eq!(t.output.format, Some(OutputFormat::Webp));

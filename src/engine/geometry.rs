@@ -4,8 +4,10 @@
 //! size is exact and testable without pixels, and so the output-size limit
 //! can refuse an enlarging op before its buffer exists.
 
-use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
-use image::{DynamicImage, ImageBuffer, Pixel};
+use std::sync::OnceLock;
+
+use fast_image_resize::{FilterType, PixelComponentMapper, ResizeAlg, ResizeOptions, Resizer};
+use image::{ColorType, DynamicImage, ImageBuffer, Pixel};
 
 use crate::proto::{Color, Fit, Gravity};
 
@@ -211,6 +213,65 @@ pub fn resize(
         }
         Err(e) => Err(EngineError::Internal(format!("resize failed: {e}"))),
     }
+}
+
+/// The sRGB transfer function as lookup tables (stored values to linear
+/// light and back, 8 and 16 bits), filled once per worker on first use:
+/// about 200,000 evaluations, a few milliseconds, kept for every later
+/// request instead of a `powf` per sample.
+fn srgb_tables() -> &'static PixelComponentMapper {
+    static TABLES: OnceLock<PixelComponentMapper> = OnceLock::new();
+    TABLES.get_or_init(fast_image_resize::create_srgb_mapper)
+}
+
+/// [`resize`] in linear light (`linear=true`): the stored sRGB values are
+/// decoded to light, scaled, and encoded again. A filter that averages
+/// stored values darkens what mixes light and dark (one-pixel black and
+/// white lines at half size come out 128, where their light averages to
+/// 188); averaging light does not.
+///
+/// Light goes through 16 bits even for an 8-bit image: 8 linear bits
+/// would band the shadows, where the sRGB curve spends most of its codes.
+/// Alpha is not a colour and is not mapped; the resizer premultiplies by
+/// it in linear light, as it does for stored values.
+pub fn resize_linear(
+    image: &DynamicImage,
+    width: u32,
+    height: u32,
+    resizer: &mut Resizer,
+) -> Result<DynamicImage, EngineError> {
+    if (width, height) == (image.width(), image.height()) {
+        return Ok(image.clone());
+    }
+    let tables = srgb_tables();
+    let mapped = |e: fast_image_resize::MappingError| {
+        EngineError::Internal(format!("linear-light conversion failed: {e}"))
+    };
+    // The 16-bit layout with the same channels; a float image goes
+    // through RGBA16 and comes back as float.
+    let (source, wide, back) = match image.color() {
+        ColorType::L8 | ColorType::L16 => (None, ColorType::L16, image.color()),
+        ColorType::La8 | ColorType::La16 => (None, ColorType::La16, image.color()),
+        ColorType::Rgb8 | ColorType::Rgb16 => (None, ColorType::Rgb16, image.color()),
+        ColorType::Rgba8 | ColorType::Rgba16 => (None, ColorType::Rgba16, image.color()),
+        _ => (
+            Some(DynamicImage::ImageRgba16(image.to_rgba16())),
+            ColorType::Rgba16,
+            ColorType::Rgba16,
+        ),
+    };
+    let source = source.as_ref().unwrap_or(image);
+    let mut light = DynamicImage::new(source.width(), source.height(), wide);
+    tables.forward_map(source, &mut light).map_err(mapped)?;
+    let scaled = resize(&light, width, height, resizer)?;
+    drop(light);
+    let mut out = DynamicImage::new(width, height, back);
+    tables.backward_map(&scaled, &mut out).map_err(mapped)?;
+    Ok(match image.color() {
+        ColorType::Rgb32F => DynamicImage::ImageRgb32F(out.to_rgb32f()),
+        ColorType::Rgba32F => DynamicImage::ImageRgba32F(out.to_rgba32f()),
+        _ => out,
+    })
 }
 
 /// Cuts the requested rectangle, clipped to the image.

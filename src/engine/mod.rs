@@ -180,6 +180,14 @@ fn first_op_need(
         Blur(f32),
     }
     let first = match op? {
+        // Shrink-on-load averages stored values (the DCT's own scaling),
+        // which a scale in linear light must not: it decodes in full.
+        Op::Resize {
+            linear: Some(true), ..
+        }
+        | Op::Thumbnail {
+            linear: Some(true), ..
+        } => return None,
         Op::Resize {
             width,
             height,

@@ -144,9 +144,11 @@ fn apply_op(
             fit,
             gravity,
             enlarge,
+            linear,
         } => resize(
             image,
             (width, height, fit, gravity, enlarge),
+            linear.unwrap_or(false),
             frames,
             limits,
             resizer,
@@ -156,9 +158,11 @@ fn apply_op(
             width,
             height,
             gravity,
+            linear,
         } => resize(
             image,
             (Some(width), Some(height), Fit::Cover, gravity, false),
+            linear.unwrap_or(false),
             frames,
             limits,
             resizer,
@@ -276,11 +280,13 @@ fn apply_op(
     }
 }
 
-/// `resize` and `thumbnail`: plan, check the output size, scale, then cut
-/// the cover box at its gravity (chosen once per animation).
+/// `resize` and `thumbnail`: plan, check the output size, scale (in
+/// linear light when `linear`), then cut the cover box at its gravity
+/// (chosen once per animation).
 fn resize(
     image: DynamicImage,
     (width, height, fit, gravity, enlarge): (Option<u32>, Option<u32>, Fit, Gravity, bool),
+    linear: bool,
     frames: u64,
     limits: &Limits,
     resizer: &mut Resizer,
@@ -292,6 +298,8 @@ fn resize(
     check_output(w, h, frames, limits)?;
     let scaled = if (w, h) == (image.width(), image.height()) {
         image
+    } else if linear {
+        geometry::resize_linear(&image, w, h, resizer)?
     } else {
         geometry::resize(&image, w, h, resizer)?
     };

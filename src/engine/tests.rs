@@ -61,6 +61,7 @@ fn resize_w(width: u32) -> Op {
         fit: crate::proto::Fit::Contain,
         gravity: crate::proto::Gravity::Centre,
         enlarge: false,
+        linear: None,
     }
 }
 
@@ -462,6 +463,7 @@ fn resize_extreme_aspect_png() {
         fit: crate::proto::Fit::Contain,
         gravity: crate::proto::Gravity::Centre,
         enlarge: false,
+        linear: None,
     };
     let (_, meta) = image_of(&task(vec![box_fit]), &input);
     assert_eq!((meta.width, meta.height), (30, 1));
@@ -476,6 +478,7 @@ fn resize_refuses_bad_parameters_and_huge_results() {
         fit: crate::proto::Fit::Contain,
         gravity: crate::proto::Gravity::Centre,
         enlarge: false,
+        linear: None,
     };
     assert_eq!(
         error_of(&task(vec![none]), &input).kind,
@@ -487,6 +490,7 @@ fn resize_refuses_bad_parameters_and_huge_results() {
         fit: crate::proto::Fit::Contain,
         gravity: crate::proto::Gravity::Centre,
         enlarge: true,
+        linear: None,
     };
     assert_eq!(
         error_of(&task(vec![huge]), &input).kind,
@@ -1224,11 +1228,13 @@ fn shrink_on_load_gives_the_full_decode_size_and_nearly_its_pixels() {
             fit: crate::proto::Fit::Contain,
             gravity: crate::proto::Gravity::Centre,
             enlarge: false,
+            linear: None,
         }],
         vec![Op::Thumbnail {
             width: 150,
             height: 150,
             gravity: crate::proto::Gravity::Centre,
+            linear: None,
         }],
         vec![Op::Resize {
             width: Some(333),
@@ -1236,6 +1242,7 @@ fn shrink_on_load_gives_the_full_decode_size_and_nearly_its_pixels() {
             fit: crate::proto::Fit::Fill,
             gravity: crate::proto::Gravity::Centre,
             enlarge: false,
+            linear: None,
         }],
     ] {
         let t = task_as(ops.clone(), OutputFormat::Png);
@@ -1282,6 +1289,7 @@ fn shrink_on_load_respects_the_exif_orientation() {
             fit: crate::proto::Fit::Contain,
             gravity: crate::proto::Gravity::Centre,
             enlarge: false,
+            linear: None,
         }]);
         t.output.autorotate = autorotate;
         let (_, meta) = image_of(&t, &input);
@@ -1328,6 +1336,7 @@ fn the_fast_gif_palette_is_as_good_as_per_frame_neuquant() {
             fit: crate::proto::Fit::Contain,
             gravity: crate::proto::Gravity::Centre,
             enlarge: false,
+            linear: None,
         }],
         OutputFormat::Webp,
     );
@@ -1394,4 +1403,38 @@ fn jpeg_output_wider_than_libjpeg_allows_is_a_clear_400() {
         "{}",
         err.message
     );
+}
+
+#[test]
+fn linear_resize_averages_light_in_every_sample_layout() {
+    // One-pixel black and white columns: half the light, 188 of 255 in
+    // sRGB, whatever the channels and the depth; the alpha stays opaque.
+    let lines = image::RgbaImage::from_fn(32, 8, |x, _| {
+        let v = if x % 2 == 0 { 0 } else { 255 };
+        image::Rgba([v, v, v, 255])
+    });
+    let base = DynamicImage::ImageRgba8(lines);
+    let layouts = [
+        DynamicImage::ImageLuma8(base.to_luma8()),
+        DynamicImage::ImageLumaA8(base.to_luma_alpha8()),
+        DynamicImage::ImageRgb8(base.to_rgb8()),
+        base.clone(),
+        DynamicImage::ImageRgb16(base.to_rgb16()),
+        DynamicImage::ImageLumaA16(base.to_luma_alpha16()),
+        DynamicImage::ImageRgba32F(base.to_rgba32f()),
+    ];
+    let mut resizer = fast_image_resize::Resizer::new();
+    for image in layouts {
+        let color = image.color();
+        let out = geometry::resize_linear(&image, 8, 2, &mut resizer).expect("resize");
+        assert_eq!(out.color(), color, "the layout is kept");
+        assert_eq!((out.width(), out.height()), (8, 2));
+        let px = out.to_rgba8().get_pixel(4, 1).0;
+        assert!(px[0].abs_diff(188) <= 1, "{color:?}: {px:?}");
+        assert_eq!(px[3], 255, "{color:?}: {px:?}");
+        // Filtering the stored values gives the darker 128.
+        let naive = geometry::resize(&image, 8, 2, &mut resizer).expect("resize");
+        let px = naive.to_rgba8().get_pixel(4, 1).0;
+        assert!(px[0].abs_diff(128) <= 1, "{color:?} naive: {px:?}");
+    }
 }

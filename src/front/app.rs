@@ -49,6 +49,8 @@ pub struct FrontConfig {
     /// (between two successful writes, as nginx's `send_timeout`): a client
     /// that stops reading cannot hold its connection longer.
     pub send_timeout: Duration,
+    /// `--linear-resize`: what a resize or thumbnail without `linear=` does.
+    pub linear_resize: bool,
     /// `GET /` and its files; `None` with `--no-playground`.
     pub playground: Option<Arc<Playground>>,
 }

@@ -116,6 +116,7 @@ mod tests {
                 fit: crate::proto::Fit::Contain,
                 gravity: crate::proto::Gravity::Centre,
                 enlarge: false,
+                linear: None,
             }],
             output: OutputSpec {
                 format,

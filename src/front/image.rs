@@ -66,6 +66,10 @@ pub(super) async fn image_route(
         },
         None => catalogue::parse_request(op_name, query.as_deref(), app.cfg.limits),
     }
+    .map(|mut p| {
+        catalogue::resolve_linear(&mut p.task.ops, app.cfg.linear_resize);
+        p
+    })
     .map_err(ApiError::from)
     .and_then(|p| match (&p.url, from_url) {
         (Some(_), false) if !sources.enabled => Err(error::bad(

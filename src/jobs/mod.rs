@@ -72,6 +72,9 @@ pub struct JobsConfig {
     pub claim_timeout: std::time::Duration,
     pub job_slots: usize,
     pub limits: Limits,
+    /// `--linear-resize`: what a job's resize without `linear=` does (the
+    /// default of the instance that runs the job).
+    pub linear_resize: bool,
     /// The guard for `callback_url` (the source guard's address rules, with
     /// `--allowed-callback-hosts` as its host list).
     pub callbacks: SourceConfig,

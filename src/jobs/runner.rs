@@ -286,7 +286,10 @@ async fn attempt(inner: &Inner, job: &Claimed) -> Step {
     // Parsed again from the stored query: the same validation as at
     // submission, under the limits this instance runs with.
     let task = match catalogue::parse_job(&job.op, Some(&job.query), inner.cfg.limits) {
-        Ok((t, _callback)) => t,
+        Ok((mut t, _callback)) => {
+            catalogue::resolve_linear(&mut t.ops, inner.cfg.linear_resize);
+            t
+        }
         Err(e) => return Step::Finish(Finished::Failed(param_error(&e))),
     };
     // Named overlays only (parse_job refuses image_url=); a name this

@@ -13,6 +13,7 @@ fn sample_request() -> ToWorker {
                     fit: Fit::Cover,
                     gravity: Gravity::Smart,
                     enlarge: false,
+                    linear: Some(true),
                 },
                 Op::Rotate {
                     angle: 30.0,

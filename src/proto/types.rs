@@ -98,6 +98,11 @@ pub enum Op {
         fit: Fit,
         gravity: Gravity,
         enlarge: bool,
+        /// Scale in linear light (`linear=true`) instead of on the stored
+        /// sRGB values. `None` means the server's default; the front
+        /// resolves it before a request is named or sent, so the engine
+        /// takes `None` as off.
+        linear: Option<bool>,
     },
     /// A `width` x `height` cover-crop (resize to fill, crop at `gravity`);
     /// never enlarges: a small input gives the largest crop of the box's
@@ -106,6 +111,8 @@ pub enum Op {
         width: u32,
         height: u32,
         gravity: Gravity,
+        /// As for [`Op::Resize`].
+        linear: Option<bool>,
     },
     /// Gaussian blur with standard deviation `sigma` (pixels).
     Blur { sigma: f32 },

@@ -3,7 +3,8 @@
 
 use serde_json::{json, Value as Json};
 
-use super::ops::{public_ops, OUTPUT_PARAMS};
+use super::ops::public_ops;
+use super::output::OUTPUT_PARAMS;
 use super::parse::MAX_PIPELINE_OPS;
 use super::spec::describe_param;
 

@@ -18,8 +18,10 @@
 //! - `spec`: the row types ([`OpSpec`], [`ParamSpec`], [`Kind`]) and the
 //!   check of one raw value against its kind.
 //! - `test_ops`: the test-only ops (crash, hang, sandbox probes).
-//! - `ops`: the table ([`OPS`], [`OUTPUT_PARAMS`]). Adding an op is editing
-//!   this file (and the engine).
+//! - `output`: the output parameters every op takes ([`OUTPUT_PARAMS`])
+//!   and the worker's `OutputSpec` made of them.
+//! - `ops`: the table ([`OPS`]). Adding an op is editing this file (and
+//!   the engine).
 //! - `parse`: query string to [`Task`](crate::proto::Task), pipelines and
 //!   the job form.
 //! - `presets`: the operator's named pipelines ([`Presets`]).
@@ -30,6 +32,7 @@
 mod error;
 mod listing;
 mod ops;
+mod output;
 mod overlays;
 mod parse;
 mod presets;
@@ -38,7 +41,8 @@ mod test_ops;
 
 pub use error::{bad, ParamError};
 pub use listing::ops_listing;
-pub use ops::{find_op, public_ops, resolve_linear, OPS, OUTPUT_PARAMS};
+pub use ops::{find_op, public_ops, resolve_linear, OPS};
+pub use output::OUTPUT_PARAMS;
 pub use overlays::{Attachment, OverlayError, Overlays, MAX_OVERLAYS};
 pub use parse::{
     callback_not_here, parse_job, parse_pipeline, parse_preset, parse_request, parse_task, Parsed,

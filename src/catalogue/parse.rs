@@ -20,7 +20,8 @@
 use std::collections::HashMap;
 
 use super::error::{bad, ParamError};
-use super::ops::{apply_dpr, find_op, output_spec, OUTPUT_PARAMS};
+use super::ops::{apply_dpr, find_op};
+use super::output::{output_spec, OUTPUT_PARAMS};
 use super::spec::{parse_value, OpSpec, ParamSpec, Values};
 use crate::proto::{Limits, Op, OverlaySource, Task};
 

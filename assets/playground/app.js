@@ -433,6 +433,9 @@ function takeFile(file) {
   if (!file) return;
   state.file = file;
   showError("");
+  // The last file's format and size must not stand beside this one while
+  // the server describes it (its preview can arrive first).
+  renderMeta($("before-meta"), []);
   const img = $("before");
   img.hidden = false;
   img.onerror = () => {

@@ -121,9 +121,12 @@ try {
   await page.selectOption('[data-test="op"]', "resize");
   await page.fill('input[name="width"]', "100");
   await page.setInputFiles('[data-test="file"]', heic);
+  // The preview (a PNG from /v1/convert) and the description (/v1/info)
+  // are two requests: wait for both, in whichever order they end.
   await page.waitForFunction(() => {
     const img = document.querySelector('[data-test="before"]');
-    return !img.hidden && img.complete && img.naturalWidth > 0;
+    const format = document.querySelector('[data-test="before-meta"] [data-test="format"]');
+    return !img.hidden && img.complete && img.naturalWidth > 0 && format !== null;
   });
   out.heic_before_width = await page.locator('[data-test="before"]').evaluate((img) => img.naturalWidth);
   out.heic_before_meta = await page.locator('[data-test="before-meta"] [data-test="format"]').textContent();

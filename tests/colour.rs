@@ -202,3 +202,123 @@ fn linear_resize_keeps_the_light_of_fine_lines() {
     assert!((job - 188.0).abs() <= 2.0, "job: {job}");
     s.stop();
 }
+
+/// The ICC profile a PNG, JPEG or WebP carries, read by `image`'s decoders.
+fn icc_of(bytes: &[u8]) -> Option<Vec<u8>> {
+    use image::ImageDecoder;
+    let cursor = std::io::Cursor::new(bytes);
+    let found = match image::guess_format(bytes).expect("a known format") {
+        image::ImageFormat::Png => image::codecs::png::PngDecoder::new(cursor)
+            .expect("png")
+            .icc_profile(),
+        image::ImageFormat::Jpeg => return jpeg_icc(bytes),
+        image::ImageFormat::WebP => image::codecs::webp::WebPDecoder::new(cursor)
+            .expect("webp")
+            .icc_profile(),
+        other => panic!("no profile reader for {other:?}"),
+    };
+    found.expect("readable")
+}
+
+/// A JPEG's profile: its `ICC_PROFILE` APP2 segments in sequence order,
+/// read here from the markers (the segments before the first scan).
+fn jpeg_icc(jpeg: &[u8]) -> Option<Vec<u8>> {
+    let mut parts: Vec<(u8, Vec<u8>)> = Vec::new();
+    let mut at = 2;
+    while at + 4 <= jpeg.len() && jpeg[at] == 0xFF && jpeg[at + 1] != 0xDA {
+        let len = usize::from(u16::from_be_bytes([jpeg[at + 2], jpeg[at + 3]]));
+        let body = &jpeg[at + 4..(at + 2 + len).min(jpeg.len())];
+        if jpeg[at + 1] == 0xE2 && body.starts_with(b"ICC_PROFILE\0") && body.len() > 14 {
+            parts.push((body[12], body[14..].to_vec()));
+        }
+        at += 2 + len;
+    }
+    parts.sort_by_key(|(seq, _)| *seq);
+    (!parts.is_empty()).then(|| parts.into_iter().flat_map(|(_, b)| b).collect())
+}
+
+/// The stored pixels of an image, as `image` decodes them (it applies no
+/// profile).
+fn stored_rgb(bytes: &[u8]) -> image::RgbImage {
+    image::load_from_memory(bytes).expect("decodes").into_rgb8()
+}
+
+fn mean_abs_diff(a: &image::RgbImage, b: &image::RgbImage) -> f64 {
+    assert_eq!(a.dimensions(), b.dimensions());
+    let sum: u64 = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(x, y)| u64::from(x.abs_diff(*y)))
+        .sum();
+    sum as f64 / a.as_raw().len() as f64
+}
+
+#[test]
+fn icc_keep_embeds_the_profile_and_leaves_the_pixels_in_its_space() {
+    let s = Server::start(&[]);
+    // Display P3 PNG: kept exactly, pixels untouched, in PNG, JPEG and WebP.
+    let p3 = common::corpus_file("valid/icc/png_iccp_display_p3_chrm.png");
+    let profile = icc_of(&p3).expect("the source has a profile");
+    let png = s.post("/v1/convert?format=png&icc=keep", &p3);
+    assert_eq!(png.status, 200, "{}", String::from_utf8_lossy(&png.body));
+    assert_eq!(icc_of(&png.body).as_ref(), Some(&profile));
+    assert_eq!(
+        stored_rgb(&png.body),
+        stored_rgb(&p3),
+        "pixels are left alone"
+    );
+    for format in ["jpeg", "webp"] {
+        let r = s.post(&format!("/v1/convert?format={format}&icc=keep"), &p3);
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(icc_of(&r.body).as_ref(), Some(&profile), "{format}");
+    }
+    // Without icc=keep: no profile, and the pixels were converted.
+    let converted = s.post("/v1/convert?format=png", &p3);
+    assert_eq!(icc_of(&converted.body), None);
+    assert_ne!(stored_rgb(&converted.body), stored_rgb(&p3));
+
+    // A profile that swaps channels (RGB to GBR), in a JPEG: converted by
+    // default, kept as stored with icc=keep; an animated-GIF-only output
+    // cannot carry it and is converted just as without icc=keep.
+    let swap = common::corpus_file("valid/icc/icc_rgb_to_gbr_channel_swap.jpg");
+    let kept = s.post("/v1/convert?format=jpeg&icc=keep&quality=95", &swap);
+    assert_eq!(kept.status, 200);
+    assert_eq!(icc_of(&kept.body), icc_of(&swap));
+    let stored = stored_rgb(&swap);
+    let d = mean_abs_diff(&stored_rgb(&kept.body), &stored);
+    assert!(d < 3.0, "kept pixels drifted by {d}");
+    let default = s.post("/v1/convert?format=jpeg&quality=95", &swap);
+    assert_eq!(icc_of(&default.body), None);
+    let d = mean_abs_diff(&stored_rgb(&default.body), &stored);
+    assert!(d > 10.0, "the default converts ({d})");
+    let gif_keep = s.post("/v1/convert?format=gif&icc=keep", &swap);
+    let gif = s.post("/v1/convert?format=gif", &swap);
+    assert_eq!(gif_keep.status, 200);
+    assert_eq!(
+        gif_keep.body, gif.body,
+        "GIF output is converted either way"
+    );
+
+    // Made grey under an RGB profile: written as RGB, the profile kept.
+    let grey = s.post("/v1/grayscale?format=png&icc=keep", &p3);
+    assert_eq!(grey.status, 200);
+    assert_eq!(icc_of(&grey.body).as_ref(), Some(&profile));
+    let decoded = image::load_from_memory(&grey.body).expect("png");
+    assert!(decoded.color().has_color(), "{:?}", decoded.color());
+
+    // A grey profile stays on grey output, and is not kept when an op
+    // brings in colour (sepia): those pixels are converted first.
+    let dot = common::corpus_file("valid/icc/grey_dotgain30_icc.jpg");
+    let kept = s.post("/v1/convert?format=png&icc=keep", &dot);
+    assert_eq!(icc_of(&kept.body), icc_of(&dot));
+    assert!(icc_of(&dot).is_some());
+    let sepia = s.post("/v1/sepia?format=png&icc=keep", &dot);
+    assert_eq!(sepia.status, 200);
+    assert_eq!(icc_of(&sepia.body), None);
+
+    let bad = s.post("/v1/convert?icc=maybe", &p3);
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.error_code(), "bad_parameter");
+    s.stop();
+}

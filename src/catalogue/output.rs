@@ -60,6 +60,15 @@ pub const OUTPUT_PARAMS: &[ParamSpec] = &[
         "lossless WebP instead of lossy",
     ),
     p(
+        "icc",
+        Kind::Choice(&["srgb", "keep"]),
+        false,
+        Some("srgb"),
+        "an embedded colour profile: srgb converts the pixels to sRGB and drops it; keep leaves \
+         them as they are and embeds the profile in JPEG, PNG and WebP output (AVIF and GIF \
+         output are converted as with srgb)",
+    ),
+    p(
         "autorotate",
         Kind::Bool,
         false,
@@ -132,6 +141,7 @@ pub(super) fn output_spec(values: &Values) -> (OutputSpec, bool) {
     if let Some(b) = values.bool("lossless") {
         output.lossless = b;
     }
+    output.keep_icc = values.choice("icc") == Some("keep");
     if let Some(b) = values.bool("autorotate") {
         output.autorotate = b;
     }

@@ -1,8 +1,9 @@
 //! Embedded colour profiles: pixels are converted to sRGB right after
 //! decoding, before any op.
 //!
-//! Why by default: pixfork never copies a profile into its output, and a
-//! browser shows an untagged picture as sRGB. A Display P3 photo from a
+//! Why by default: pixfork copies no profile into its output unless asked
+//! (`icc=keep`, see [`keepable`]), and a browser shows an untagged picture
+//! as sRGB. A Display P3 photo from a
 //! phone, an Adobe RGB or ProPhoto export would otherwise lose saturation
 //! or shift hue the moment its profile is stripped. Converting first also
 //! means every op (blur, resize, overlay) mixes colours of one space.
@@ -44,6 +45,37 @@ pub fn to_srgb(decoded: &mut Decoded) {
             }
         }
     }
+}
+
+/// An embedded profile kept for the output (`icc=keep`).
+pub struct Kept {
+    pub bytes: Vec<u8>,
+    /// A grey profile (the output must stay grey); else an RGB one (grey
+    /// output is written as RGB, the only layout such a profile describes).
+    pub grey: bool,
+}
+
+/// The profile `icc=keep` can keep for `decoded`: one that parses and
+/// describes the decoded pixels (an RGB profile for colour pixels, a grey
+/// one for grey pixels). Any other (CMYK, whose inks the decoder has
+/// already turned into RGB; one that does not parse) is not kept, and
+/// the pixels are treated as without `icc=keep`.
+pub fn keepable(decoded: &Decoded) -> Option<Kept> {
+    let bytes = decoded.icc.as_ref()?;
+    let profile = parse(bytes)?;
+    let colour = match &decoded.content {
+        Content::Still(image) => image.color().has_color(),
+        Content::Animation(_) => true,
+    };
+    let grey = match profile.color_space {
+        DataColorSpace::Rgb if colour => false,
+        DataColorSpace::Gray if !colour => true,
+        _ => return None,
+    };
+    Some(Kept {
+        bytes: bytes.clone(),
+        grey,
+    })
 }
 
 /// The profile, or `None` when it does not parse.

@@ -38,7 +38,7 @@ pub struct Decoded {
     /// EXIF orientation; `NoTransforms` when absent or unreadable.
     pub orientation: Orientation,
     /// The embedded ICC profile the pixels are in, if any (`colour.rs`
-    /// converts them to sRGB before the ops).
+    /// converts them to sRGB before the ops, unless `icc=keep` keeps it).
     pub icc: Option<Vec<u8>>,
     pub content: Content,
 }

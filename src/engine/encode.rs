@@ -1,6 +1,9 @@
-//! Encoding. Output never carries the input's metadata (EXIF, ICC, XMP,
+//! Encoding. Output never carries the input's metadata (EXIF, XMP,
 //! comments): the encoders below are given bare pixels, which strips GPS
-//! tags and other private data and keeps responses small.
+//! tags and other private data and keeps responses small. The one
+//! exception is asked for: with `icc=keep` the input's colour profile is
+//! embedded (JPEG APP2, PNG iCCP, WebP ICCP), since the pixels are then
+//! still in its space.
 //!
 //! An animation written as GIF or WebP keeps every frame, its delay and its
 //! loop count. Written as JPEG or PNG it becomes its first frame only (APNG
@@ -13,10 +16,11 @@
 //! by rav1e (stills; see `avif.rs`).
 
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
-use image::{DynamicImage, GrayImage, RgbImage, RgbaImage};
+use image::{DynamicImage, GrayImage, ImageEncoder, RgbImage, RgbaImage};
 
 use crate::proto::{ImageMeta, OutputFormat, OutputSpec, PngCompression};
 
+use super::colour::Kept;
 use super::decode::{AnimFrame, Content};
 use super::error::EngineError;
 use super::lzw;
@@ -47,6 +51,7 @@ pub fn encode(
     format: OutputFormat,
     spec: &OutputSpec,
     tuning: &Tuning,
+    kept: Option<&Kept>,
 ) -> Result<(Vec<u8>, ImageMeta), EngineError> {
     let quality = spec.quality;
     let (width, height) = content.dimensions();
@@ -73,6 +78,11 @@ pub fn encode(
                 webp_settings(spec),
             )
             .map_err(|e| EngineError::encoding(e, format))?;
+            let bytes = match kept {
+                Some(k) if !k.grey => webp::with_icc(&bytes, &k.bytes)
+                    .map_err(|e| EngineError::encoding(e, format))?,
+                _ => bytes,
+            };
             let frames = webp::frame_count(&bytes);
             return Ok((bytes, meta(format, width, height, frames)));
         }
@@ -86,11 +96,27 @@ pub fn encode(
         },
         (Content::Still(image), _) => image,
     };
-    let image = frames;
+    // A kept RGB profile describes RGB pixels only: a picture made grey
+    // (the grayscale op) is written as RGB. A grey profile stays only on
+    // grey pixels (the engine keeps none when an op may add colour).
+    let (image, icc) = match kept {
+        Some(k) if !k.grey => (super::pixel::to_colour(frames), Some(k.bytes.as_slice())),
+        Some(k) if !frames.color().has_color() => (frames, Some(k.bytes.as_slice())),
+        _ => (frames, None),
+    };
     let bytes = match format {
-        OutputFormat::Jpeg => encode_jpeg(image, quality, spec.progressive, tuning.libjpeg_encode)?,
-        OutputFormat::Png => encode_png(image, spec.compression)?,
-        OutputFormat::Webp => encode_webp(image, webp_settings(spec))?,
+        OutputFormat::Jpeg => {
+            encode_jpeg(image, quality, spec.progressive, tuning.libjpeg_encode, icc)?
+        }
+        OutputFormat::Png => encode_png(image, spec.compression, icc)?,
+        OutputFormat::Webp => {
+            let bytes = encode_webp(image, webp_settings(spec))?;
+            match icc {
+                Some(icc) => webp::with_icc(&bytes, icc)
+                    .map_err(|e| EngineError::encoding(e, OutputFormat::Webp))?,
+                None => bytes,
+            }
+        }
         OutputFormat::Avif => super::avif::encode(image, quality, spec.effort)?,
         OutputFormat::Gif => gif_encoder(tuning)(
             vec![AnimFrame {
@@ -143,6 +169,7 @@ fn encode_jpeg(
     quality: u8,
     progressive: bool,
     turbo: bool,
+    icc: Option<&[u8]>,
 ) -> Result<Vec<u8>, EngineError> {
     let quality = quality.clamp(1, 100);
     let fail = |e: jpeg_encoder::EncodingError| EngineError::encoding(e, OutputFormat::Jpeg);
@@ -176,12 +203,16 @@ fn encode_jpeg(
             grey,
             quality,
             progressive,
+            icc,
         )
         .ok_or_else(|| EngineError::Internal("the JPEG encoder failed".to_string()));
     }
     let mut out = Vec::new();
     let mut encoder = jpeg_encoder::Encoder::new(&mut out, quality);
     encoder.set_progressive(progressive);
+    if let Some(icc) = icc {
+        encoder.add_icc_profile(icc).map_err(fail)?;
+    }
     encoder.encode(&pixels, w, h, color).map_err(fail)?;
     Ok(out)
 }
@@ -211,7 +242,11 @@ fn flatten_luma_alpha(la: &image::GrayAlphaImage) -> GrayImage {
 /// PNG's size win at a fraction of the `best` level's time. 16-bit images
 /// stay 16-bit; float images (from TIFF) become 16-bit, PNG's deepest
 /// integer format.
-fn encode_png(image: DynamicImage, compression: PngCompression) -> Result<Vec<u8>, EngineError> {
+fn encode_png(
+    image: DynamicImage,
+    compression: PngCompression,
+    icc: Option<&[u8]>,
+) -> Result<Vec<u8>, EngineError> {
     let image = match image {
         DynamicImage::ImageRgb32F(_) => DynamicImage::ImageRgb16(image.into_rgb16()),
         DynamicImage::ImageRgba32F(_) => DynamicImage::ImageRgba16(image.into_rgba16()),
@@ -223,7 +258,12 @@ fn encode_png(image: DynamicImage, compression: PngCompression) -> Result<Vec<u8
         PngCompression::Default => CompressionType::Default,
         PngCompression::Best => CompressionType::Best,
     };
-    let encoder = PngEncoder::new_with_quality(&mut out, level, FilterType::Adaptive);
+    let mut encoder = PngEncoder::new_with_quality(&mut out, level, FilterType::Adaptive);
+    if let Some(icc) = icc {
+        encoder
+            .set_icc_profile(icc.to_vec())
+            .map_err(|e| EngineError::Internal(format!("png: {e}")))?;
+    }
     image
         .write_with_encoder(encoder)
         .map_err(|e| EngineError::encoding(e, OutputFormat::Png))?;

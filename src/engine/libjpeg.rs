@@ -275,6 +275,7 @@ pub fn encode(
     grey: bool,
     quality: u8,
     progressive: bool,
+    icc: Option<&[u8]>,
 ) -> Option<Vec<u8>> {
     catch_unwind(AssertUnwindSafe(|| {
         let space = if grey {
@@ -292,6 +293,10 @@ pub fn encode(
         }
         let estimate = pixels.len() / 8 + 4096;
         let mut started = comp.start_compress(Vec::with_capacity(estimate)).ok()?;
+        if let Some(icc) = icc {
+            // APP2 markers, split as the ICC spec says, before any scan.
+            started.write_icc_profile(icc);
+        }
         started.write_scanlines(pixels).ok()?;
         started.finish().ok()
     }))
@@ -322,7 +327,7 @@ mod tests {
 
     #[test]
     fn libjpeg_checks_its_own_dimensions() {
-        let jpeg = encode(&[128u8; 64 * 48 * 3], (64, 48), false, 90, false).expect("encode");
+        let jpeg = encode(&[128u8; 64 * 48 * 3], (64, 48), false, 90, false, None).expect("encode");
         let fits = Limits::default();
         let picture = decode(&jpeg, &fits, FULL)
             .expect("within the limits")

@@ -285,7 +285,10 @@ fn run_task(
     let decoded = decode_input(input, &task.limits, need_fn, tuning, task.output.page);
     timing.decode_us = micros_since(started);
     let mut decoded = decoded?;
-    colour::to_srgb(&mut decoded);
+    let kept = keep_profile(task, &ops, &decoded);
+    if kept.is_none() {
+        colour::to_srgb(&mut decoded);
+    }
     let overlays = decode_overlays(&ops, overlays, &task.limits, tuning)?;
     timing.decode_us = micros_since(started);
     if !task.output.autorotate {
@@ -311,10 +314,47 @@ fn run_task(
         Content::Still(_) => input_format.default_output(),
     });
     let started = Instant::now();
-    let encoded = encode::encode(content, format, &task.output, tuning);
+    let encoded = encode::encode(content, format, &task.output, tuning, kept.as_ref());
     timing.encode_us = micros_since(started);
     let (bytes, meta) = encoded?;
     Ok(Product::Image { bytes, meta })
+}
+
+/// With `icc=keep`: the profile to embed, when the output can carry one
+/// (JPEG, PNG, WebP; the format is known here as the encoder will choose
+/// it), the profile describes the pixels ([`colour::keepable`]), and, for
+/// a grey profile, no op can bring in colour, which such a profile has no
+/// words for. `None`: the pixels are converted to sRGB as by default.
+fn keep_profile(task: &Task, ops: &[&Op], decoded: &Decoded) -> Option<colour::Kept> {
+    if !task.output.keep_icc {
+        return None;
+    }
+    let format = task.output.format.unwrap_or(match &decoded.content {
+        Content::Animation(_) => OutputFormat::Gif,
+        Content::Still(_) => decoded.format.default_output(),
+    });
+    if !matches!(
+        format,
+        OutputFormat::Jpeg | OutputFormat::Png | OutputFormat::Webp
+    ) {
+        return None;
+    }
+    let kept = colour::keepable(decoded)?;
+    let adds_colour = |op: &&Op| {
+        matches!(
+            op,
+            Op::Sepia
+                | Op::Hue { .. }
+                | Op::Background { .. }
+                | Op::Rotate { .. }
+                | Op::Pad { .. }
+                | Op::Overlay { .. }
+        )
+    };
+    if kept.grey && ops.iter().any(adds_colour) {
+        return None;
+    }
+    Some(kept)
 }
 
 /// Decodes the image of each `overlay` op (one per op, in op order) under

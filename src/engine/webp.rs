@@ -253,3 +253,61 @@ pub fn encode_animation(
     unsafe { ffi::WebPDataClear(&mut data) };
     Ok(bytes)
 }
+
+/// Deletes a mux object when dropped.
+struct Mux(*mut ffi::WebPMux);
+
+impl Drop for Mux {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from WebPMuxCreateInternal, was checked
+        // non-null, and is deleted exactly once, here.
+        unsafe { ffi::WebPMuxDelete(self.0) }
+    }
+}
+
+/// `webp` (a still or an animation from the encoders above) with `icc` as
+/// its `ICCP` chunk (`icc=keep`). libwebp's mux writes the extended
+/// (`VP8X`) header with its ICC flag, which a plain file lacks.
+pub fn with_icc(webp: &[u8], icc: &[u8]) -> Result<Vec<u8>, WebpError> {
+    let input = ffi::WebPData {
+        bytes: webp.as_ptr(),
+        size: webp.len(),
+    };
+    // SAFETY: `input` describes `webp`, alive for the call; copy_data = 1
+    // makes the mux own a copy, so nothing borrowed outlives this call.
+    let raw = unsafe { ffi::WebPMuxCreateInternal(&input, 1, ffi::WEBP_MUX_ABI_VERSION as c_int) };
+    if raw.is_null() {
+        return Err(WebpError::Encode(
+            "the mux could not read its own output".to_string(),
+        ));
+    }
+    let mux = Mux(raw);
+    let profile = ffi::WebPData {
+        bytes: icc.as_ptr(),
+        size: icc.len(),
+    };
+    // SAFETY: the mux is live, the fourcc is a NUL-terminated 4-byte tag,
+    // `profile` describes `icc` and is copied (copy_data = 1).
+    let set = unsafe { ffi::WebPMuxSetChunk(mux.0, c"ICCP".as_ptr(), &profile, 1) };
+    if set != ffi::WebPMuxError::WEBP_MUX_OK {
+        return Err(WebpError::Encode(format!(
+            "adding the ICC profile: {set:?}"
+        )));
+    }
+    let mut data = ffi::WebPData::default();
+    // SAFETY: the mux is live; `data` receives a buffer libwebp allocates.
+    let done = unsafe { ffi::WebPMuxAssemble(mux.0, &mut data) };
+    if done != ffi::WebPMuxError::WEBP_MUX_OK || data.bytes.is_null() {
+        // SAFETY: clearing an empty or filled WebPData is valid.
+        unsafe { ffi::WebPDataClear(&mut data) };
+        return Err(WebpError::Encode(format!(
+            "assembling with the ICC profile: {done:?}"
+        )));
+    }
+    // SAFETY: after a successful assemble `data` describes a live, non-null
+    // buffer of `size` bytes; it is copied, then freed exactly once.
+    let bytes = unsafe { std::slice::from_raw_parts(data.bytes, data.size) }.to_vec();
+    // SAFETY: `data.bytes` was allocated by libwebp and is not used after.
+    unsafe { ffi::WebPDataClear(&mut data) };
+    Ok(bytes)
+}

@@ -325,6 +325,10 @@ pub struct OutputSpec {
     pub effort: u8,
     /// Which page of a multi-page input to read (0-based; TIFF).
     pub page: u32,
+    /// `icc=keep`: leave the pixels in the embedded profile's space and
+    /// embed that profile in the output (JPEG, PNG, WebP), instead of
+    /// converting to sRGB.
+    pub keep_icc: bool,
 }
 
 impl Default for OutputSpec {
@@ -339,6 +343,7 @@ impl Default for OutputSpec {
             autorotate: true,
             effort: 4,
             page: 0,
+            keep_icc: false,
         }
     }
 }

@@ -273,6 +273,14 @@ fn icc_keep_embeds_the_profile_and_leaves_the_pixels_in_its_space() {
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         assert_eq!(icc_of(&r.body).as_ref(), Some(&profile), "{format}");
     }
+    // format=auto for a browser that takes AVIF: WebP, which carries it.
+    let auto = s.post_with(
+        "/v1/convert?format=auto&icc=keep",
+        &p3,
+        &[("accept", "image/avif,image/webp,*/*")],
+    );
+    assert_eq!(auto.header("content-type"), Some("image/webp"));
+    assert_eq!(icc_of(&auto.body).as_ref(), Some(&profile));
     // Without icc=keep: no profile, and the pixels were converted.
     let converted = s.post("/v1/convert?format=png", &p3);
     assert_eq!(icc_of(&converted.body), None);

@@ -104,7 +104,9 @@ pub(super) async fn image_route(
     };
     let mut task = parsed.task;
     if parsed.auto_format {
-        if accepts(req.headers(), "image/avif") {
+        // AVIF output cannot carry a profile (see `icc` in the catalogue):
+        // with icc=keep, WebP is the better answer for the same browser.
+        if accepts(req.headers(), "image/avif") && !task.output.keep_icc {
             task.output.format = Some(crate::proto::OutputFormat::Avif);
         } else if accepts(req.headers(), "image/webp") {
             task.output.format = Some(crate::proto::OutputFormat::Webp);

@@ -386,26 +386,26 @@ def main():
     L.append("")
     L.append(f"Start to ready (every one of {n} workers said hello): **{fmt(ready_ms)} ms**.")
     L.append("")
+    def stage_table(title, head, rows, ratio):
+        """An in-process before/after table: req/s, their ratio, stage times."""
+        st = lambda d: f"{fmt(d.get('decode_ms'), 2)} / {fmt(d.get('ops_ms'), 2)} / {fmt(d.get('encode_ms'), 2)}"
+        L.append(title)
+        L.append("")
+        L.append(head)
+        L.append("|---|---|---:|---:|---:|---|---|")
+        for label, wl, b, a in rows:
+            L.append(f"| {label} | {wl} | {fmt(b['req_per_s'])} | {fmt(a['req_per_s'])} | "
+                     f"{ratio(b['req_per_s'], a['req_per_s'])} | {st(b)} | {st(a)} |")
+        L.append("")
+
     if fast:
-        L.append("## Fast paths (in-process, pinned to core 0: the path off → on)")
-        L.append("")
-        L.append("| fast path | workload | off req/s | on req/s | speed-up | off decode / ops / encode ms | on decode / ops / encode ms |")
-        L.append("|---|---|---:|---:|---:|---|---|")
-        for label, wl, b, a in fast:
-            st = lambda d: f"{fmt(d.get('decode_ms'), 2)} / {fmt(d.get('ops_ms'), 2)} / {fmt(d.get('encode_ms'), 2)}"
-            L.append(f"| {label} | {wl} | {fmt(b['req_per_s'])} | {fmt(a['req_per_s'])} | "
-                     f"{fmt(a['req_per_s'] / b['req_per_s'], 2)}× | {st(b)} | {st(a)} |")
-        L.append("")
+        stage_table("## Fast paths (in-process, pinned to core 0: the path off → on)",
+                    "| fast path | workload | off req/s | on req/s | speed-up | off decode / ops / encode ms | on decode / ops / encode ms |",
+                    fast, lambda b, a: f"{fmt(a / b, 2)}×")
     if options:
-        L.append("## Options (in-process, pinned to core 0: the default → with the option)")
-        L.append("")
-        L.append("| option | workload | default req/s | with it req/s | cost | default decode / ops / encode ms | with it decode / ops / encode ms |")
-        L.append("|---|---|---:|---:|---:|---|---|")
-        for label, wl, b, a in options:
-            st = lambda d: f"{fmt(d.get('decode_ms'), 2)} / {fmt(d.get('ops_ms'), 2)} / {fmt(d.get('encode_ms'), 2)}"
-            L.append(f"| {label} | {wl} | {fmt(b['req_per_s'])} | {fmt(a['req_per_s'])} | "
-                     f"{fmt(b['req_per_s'] / a['req_per_s'], 2)}× slower | {st(b)} | {st(a)} |")
-        L.append("")
+        stage_table("## Options (in-process, pinned to core 0: the default → with the option)",
+                    "| option | workload | default req/s | with it req/s | cost | default decode / ops / encode ms | with it decode / ops / encode ms |",
+                    options, lambda b, a: f"{fmt(b / a, 2)}× slower")
     L.append("## Targets")
     L.append("")
     L.append("Peer figures are from this run (the section above).")

@@ -294,14 +294,39 @@ pub fn encode(
         let estimate = pixels.len() / 8 + 4096;
         let mut started = comp.start_compress(Vec::with_capacity(estimate)).ok()?;
         if let Some(icc) = icc {
-            // APP2 markers, split as the ICC spec says, before any scan.
-            started.write_icc_profile(icc);
+            // Before any scan, as the markers must be.
+            for marker in icc_markers(icc)? {
+                started.write_marker(Marker::APP(2), &marker);
+            }
         }
         started.write_scanlines(pixels).ok()?;
         started.finish().ok()
     }))
     .ok()
     .flatten()
+}
+
+/// Bytes of profile one APP2 marker holds: 65,533 less the 14 of the
+/// `ICC_PROFILE\0` tag, the sequence number and the count.
+const ICC_PER_MARKER: usize = 65_519;
+
+/// `icc` as the payloads of the ICC spec's APP2 markers. Not mozjpeg's
+/// `write_icc_profile`: it numbers the markers from 0, where the spec
+/// (and libjpeg's and zune-jpeg's readers, which drop such a profile)
+/// count from 1. `None` when the profile needs more than 255 markers.
+fn icc_markers(icc: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let count = u8::try_from(icc.len().div_ceil(ICC_PER_MARKER)).ok()?;
+    let markers = (1..=count)
+        .zip(icc.chunks(ICC_PER_MARKER))
+        .map(|(seq, chunk)| {
+            let mut marker = Vec::with_capacity(chunk.len() + 14);
+            marker.extend_from_slice(b"ICC_PROFILE\0");
+            marker.extend([seq, count]);
+            marker.extend_from_slice(chunk);
+            marker
+        })
+        .collect();
+    Some(markers)
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@
 //!    then each op in order, to every frame;
 //! 3. **encode** (`encode.rs`): write the requested format (or the input's
 //!    family; an animation without an explicit format becomes an animated
-//!    GIF), without metadata.
+//!    GIF), without metadata (the colour profile only with `icc=keep`).
 //!
 //! # Test ops
 //!

@@ -1,6 +1,7 @@
 //! Embedded colour profiles: pixels come out in sRGB (the profile itself
-//! is not copied), `info` names the profile, and an embedded sRGB profile
-//! changes no pixel. The colours themselves are checked against LittleCMS
+//! is not copied unless `icc=keep` asks, and can), `info` names the
+//! profile, an embedded sRGB profile changes no pixel, and `linear=true`
+//! scales in light. The colours themselves are checked against LittleCMS
 //! for every corpus file with a profile by tests/fidelity.rs; here, the
 //! behaviour around it.
 
@@ -314,5 +315,85 @@ fn icc_keep_embeds_the_profile_and_leaves_the_pixels_in_its_space() {
     let bad = s.post("/v1/convert?icc=maybe", &p3);
     assert_eq!(bad.status, 400);
     assert_eq!(bad.error_code(), "bad_parameter");
+    s.stop();
+}
+
+/// `lines`, as RGB in a PNG that carries `icc`.
+fn lines_with_profile(icc: &[u8]) -> Vec<u8> {
+    use image::ImageEncoder;
+    let img = image::DynamicImage::ImageLuma8(
+        image::load_from_memory(&lines(image::ImageFormat::Png))
+            .expect("png")
+            .into_luma8(),
+    )
+    .into_rgb8();
+    let mut out = Vec::new();
+    let mut encoder = image::codecs::png::PngEncoder::new(&mut out);
+    encoder
+        .set_icc_profile(icc.to_vec())
+        .expect("png takes a profile");
+    encoder
+        .write_image(img.as_raw(), 64, 64, image::ExtendedColorType::Rgb8)
+        .expect("png");
+    out
+}
+
+#[test]
+fn icc_keep_yields_to_srgb_colours_and_to_a_foreign_curve() {
+    let s = Server::start(&[]);
+    let p3 = common::corpus_file("valid/icc/png_iccp_display_p3_chrm.png");
+    let profile = icc_of(&p3).expect("the source has a profile");
+    // A fill, a background, an overlay's pixels are sRGB colours: with
+    // them the picture is converted, not left in P3. A right-angle
+    // rotation paints nothing and keeps the profile.
+    for path in [
+        "/v1/pad?right=2&background=ff0000&format=png&icc=keep",
+        "/v1/rotate?angle=30&format=png&icc=keep",
+        "/v1/background?color=00ff00&format=png&icc=keep",
+        "/v1/hue?degrees=90&format=png&icc=keep",
+    ] {
+        let r = s.post(path, &p3);
+        assert_eq!(
+            r.status,
+            200,
+            "{path}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(icc_of(&r.body), None, "{path}");
+    }
+    let turned = s.post("/v1/rotate?angle=90&format=png&icc=keep", &p3);
+    assert_eq!(turned.status, 200);
+    assert_eq!(icc_of(&turned.body).as_ref(), Some(&profile));
+
+    // A grey profile cannot go into WebP (RGB only): converted there.
+    let dot = common::corpus_file("valid/icc/grey_dotgain30_icc.jpg");
+    let webp = s.post("/v1/convert?format=webp&icc=keep", &dot);
+    assert_eq!(webp.status, 200);
+    assert_eq!(icc_of(&webp.body), None);
+
+    // linear=true on pixels kept in a profile with sRGB's curve (P3)
+    // scales in light; under ProPhoto's gamma 1.8 it would decode the
+    // wrong light, and scales the stored values instead, exactly as
+    // linear=false does.
+    let prophoto = icc_of(&common::corpus_file("valid/icc/prophoto_rgb_1x1.png"))
+        .expect("the ProPhoto file has a profile");
+    let resize = |png: &[u8], linear: bool| {
+        s.post(
+            &format!("/v1/resize?width=32&format=png&icc=keep&linear={linear}"),
+            png,
+        )
+    };
+    let in_p3 = lines_with_profile(&profile);
+    let light = resize(&in_p3, true);
+    assert_eq!(icc_of(&light.body).as_ref(), Some(&profile));
+    let g = middle_grey(&light);
+    assert!((g - 188.0).abs() <= 2.0, "P3, linear: {g}");
+    let in_prophoto = lines_with_profile(&prophoto);
+    let linear = resize(&in_prophoto, true);
+    let stored = resize(&in_prophoto, false);
+    assert_eq!(icc_of(&linear.body).as_ref(), Some(&prophoto));
+    let g = middle_grey(&linear);
+    assert!((g - 128.0).abs() <= 2.0, "ProPhoto, linear asked: {g}");
+    assert_eq!(linear.body, stored.body);
     s.stop();
 }

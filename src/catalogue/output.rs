@@ -66,7 +66,8 @@ pub const OUTPUT_PARAMS: &[ParamSpec] = &[
         Some("srgb"),
         "an embedded colour profile: srgb converts the pixels to sRGB and drops it; keep leaves \
          them as they are and embeds the profile in JPEG, PNG and WebP output (AVIF and GIF \
-         output are converted as with srgb; format=auto then prefers WebP to AVIF)",
+         output, and ops that paint sRGB colours (pad, background, overlay, sepia, hue, rotate \
+         off a right angle) convert as with srgb; format=auto then prefers WebP to AVIF)",
     ),
     p(
         "autorotate",

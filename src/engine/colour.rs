@@ -1,5 +1,7 @@
 //! Embedded colour profiles: pixels are converted to sRGB right after
-//! decoding, before any op.
+//! decoding, before any op, unless the request keeps the profile
+//! (`icc=keep`, see [`keepable`] and the engine's `keep_profile` for when
+//! it can).
 //!
 //! Why by default: pixfork copies no profile into its output unless asked
 //! (`icc=keep`, see [`keepable`]), and a browser shows an untagged picture
@@ -53,6 +55,11 @@ pub struct Kept {
     /// A grey profile (the output must stay grey); else an RGB one (grey
     /// output is written as RGB, the only layout such a profile describes).
     pub grey: bool,
+    /// The profile's tone curves are sRGB's (within 1 % of full scale in
+    /// light), as for Display P3, sRGB itself, and near enough Adobe RGB's
+    /// gamma 2.2: `linear=true` decodes stored values with sRGB's curve,
+    /// which is right for such pixels only.
+    pub srgb_curve: bool,
 }
 
 /// The profile `icc=keep` can keep for `decoded`: one that parses and
@@ -75,6 +82,35 @@ pub fn keepable(decoded: &Decoded) -> Option<Kept> {
     Some(Kept {
         bytes: bytes.clone(),
         grey,
+        srgb_curve: has_srgb_curve(&profile, grey),
+    })
+}
+
+/// Whether every tone curve of `profile` (grey's, or red's, green's and
+/// blue's) takes stored values to light as sRGB's does, within 0.01 on a
+/// 33-step ramp. A curve that is missing or cannot be evaluated is not.
+fn has_srgb_curve(profile: &ColorProfile, grey: bool) -> bool {
+    let Ok(srgb) = ColorProfile::new_srgb()
+        .red_trc
+        .as_ref()
+        .ok_or(())
+        .and_then(|c| c.make_linear_evaluator().map_err(drop))
+    else {
+        return false;
+    };
+    let curves = if grey {
+        vec![&profile.gray_trc]
+    } else {
+        vec![&profile.red_trc, &profile.green_trc, &profile.blue_trc]
+    };
+    curves.into_iter().all(|curve| {
+        let Some(Ok(eval)) = curve.as_ref().map(|c| c.make_linear_evaluator()) else {
+            return false;
+        };
+        (0..=32).all(|i| {
+            let v = i as f32 / 32.0;
+            (eval.evaluate_value(v) - srgb.evaluate_value(v)).abs() <= 0.01
+        })
     })
 }
 

@@ -98,7 +98,9 @@ pub fn encode(
     };
     // A kept RGB profile describes RGB pixels only: a picture made grey
     // (the grayscale op) is written as RGB. A grey profile stays only on
-    // grey pixels (the engine keeps none when an op may add colour).
+    // grey pixels; the engine keeps none when an op may add colour, so
+    // colour pixels under one do not reach here (were they to, they go
+    // out untagged rather than mislabelled).
     let (image, icc) = match kept {
         Some(k) if !k.grey => (super::pixel::to_colour(frames), Some(k.bytes.as_slice())),
         Some(k) if !frames.color().has_color() => (frames, Some(k.bytes.as_slice())),

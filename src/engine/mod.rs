@@ -289,6 +289,17 @@ fn run_task(
     if kept.is_none() {
         colour::to_srgb(&mut decoded);
     }
+    // `linear=true` decodes stored values with sRGB's curve; on pixels
+    // left in a kept profile with another curve (ProPhoto's gamma 1.8)
+    // that would be wrong light, so such a scale runs on the stored values.
+    let relaxed: Vec<Op>;
+    let ops = match &kept {
+        Some(k) if !k.srgb_curve && ops.iter().any(|op| is_linear(op)) => {
+            relaxed = ops.iter().map(|op| without_linear(op)).collect();
+            relaxed.iter().collect()
+        }
+        _ => ops,
+    };
     let overlays = decode_overlays(&ops, overlays, &task.limits, tuning)?;
     timing.decode_us = micros_since(started);
     if !task.output.autorotate {
@@ -320,11 +331,13 @@ fn run_task(
     Ok(Product::Image { bytes, meta })
 }
 
-/// With `icc=keep`: the profile to embed, when the output can carry one
-/// (JPEG, PNG, WebP; the format is known here as the encoder will choose
-/// it), the profile describes the pixels ([`colour::keepable`]), and, for
-/// a grey profile, no op can bring in colour, which such a profile has no
-/// words for. `None`: the pixels are converted to sRGB as by default.
+/// With `icc=keep`: the profile to embed, when the output can carry it
+/// (JPEG, PNG, WebP; a grey profile not WebP, which holds RGB only; the
+/// format is known here as the encoder will choose it), the profile
+/// describes the pixels ([`colour::keepable`]), and no op paints colours
+/// given in sRGB (a fill, a background, an overlay, sepia's tone, hue's
+/// sRGB-primaries matrix): those would land unconverted among pixels in
+/// another space. `None`: the pixels are converted to sRGB as by default.
 fn keep_profile(task: &Task, ops: &[&Op], decoded: &Decoded) -> Option<colour::Kept> {
     if !task.output.keep_icc {
         return None;
@@ -339,22 +352,47 @@ fn keep_profile(task: &Task, ops: &[&Op], decoded: &Decoded) -> Option<colour::K
     ) {
         return None;
     }
+    if ops.iter().any(|op| paints_srgb(op)) {
+        return None;
+    }
     let kept = colour::keepable(decoded)?;
-    let adds_colour = |op: &&Op| {
-        matches!(
-            op,
-            Op::Sepia
-                | Op::Hue { .. }
-                | Op::Background { .. }
-                | Op::Rotate { .. }
-                | Op::Pad { .. }
-                | Op::Overlay { .. }
-        )
-    };
-    if kept.grey && ops.iter().any(adds_colour) {
+    if kept.grey && format == OutputFormat::Webp {
         return None;
     }
     Some(kept)
+}
+
+/// Whether `op` brings in colours defined in sRGB. A rotation by a right
+/// angle moves pixels only; any other angle fills its corners.
+fn paints_srgb(op: &Op) -> bool {
+    match op {
+        Op::Sepia | Op::Hue { .. } | Op::Background { .. } | Op::Pad { .. } => true,
+        Op::Overlay { .. } => true,
+        Op::Rotate { angle, .. } => angle.rem_euclid(90.0) != 0.0,
+        _ => false,
+    }
+}
+
+fn is_linear(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Resize {
+            linear: Some(true),
+            ..
+        } | Op::Thumbnail {
+            linear: Some(true),
+            ..
+        }
+    )
+}
+
+/// `op` with a resize's or thumbnail's `linear` turned off.
+fn without_linear(op: &Op) -> Op {
+    let mut op = op.clone();
+    if let Op::Resize { linear, .. } | Op::Thumbnail { linear, .. } = &mut op {
+        *linear = Some(false);
+    }
+    op
 }
 
 /// Decodes the image of each `overlay` op (one per op, in op order) under

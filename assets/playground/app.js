@@ -25,6 +25,7 @@ const state = {
   afterUrl: null,
   running: null,    // AbortController of the request in flight
   overlays: [],     // names from /v1/overlays
+  inputGen: 0,      // bumped per new input; older answers are dropped
 };
 
 // ---- the catalogue -------------------------------------------------------
@@ -392,6 +393,10 @@ function setObjectUrl(key, blob) {
 async function describeInput() {
   const url = sourceUrl();
   if (!state.file && !url) return;
+  // Answers about an input the user has since replaced are dropped: a
+  // slow /v1/info for the last file must not describe this one.
+  const gen = ++state.inputGen;
+  const current = () => gen === state.inputGen;
   const dl = $("before-meta");
   const init = url
     ? { method: "GET", headers: authHeaders() }
@@ -399,33 +404,38 @@ async function describeInput() {
   const path = url ? `/v1/info?url=${encodeURIComponent(url)}` : "/v1/info";
   try {
     const resp = await fetch(path, init);
+    if (!current()) return;
     if (!resp.ok) {
-      renderMeta(dl, [["info", await errorText(resp)]]);
+      const text = await errorText(resp);
+      if (current()) renderMeta(dl, [["info", text]]);
       return;
     }
     const info = await resp.json();
+    if (!current()) return;
     renderMeta(dl, [
       ["size", `${info.width} × ${info.height}`],
       ["bytes", formatBytes(info.bytes ?? (state.file ? state.file.size : 0))],
       ["format", info.format],
       ["frames", info.frames > 1 ? info.frames : ""],
     ]);
-    if (url || $("before").hidden) await previewViaServer(url);
+    if (url || $("before").hidden) await previewViaServer(url, gen);
   } catch (err) {
-    renderMeta(dl, [["info", String(err)]]);
+    if (current()) renderMeta(dl, [["info", String(err)]]);
   }
 }
 
 /** A PNG of the input made by the server, for formats the browser cannot show. */
-async function previewViaServer(url) {
+async function previewViaServer(url, gen = state.inputGen) {
   const init = url
     ? { method: "GET", headers: authHeaders() }
     : { method: "POST", body: state.file, headers: authHeaders() };
   const path = url ? `/v1/convert?url=${encodeURIComponent(url)}&format=png` : "/v1/convert?format=png";
   const resp = await fetch(path, init);
-  if (!resp.ok) return;
+  if (!resp.ok || gen !== state.inputGen) return;
+  const blob = await resp.blob();
+  if (gen !== state.inputGen) return;
   const img = $("before");
-  img.src = setObjectUrl("beforeUrl", await resp.blob());
+  img.src = setObjectUrl("beforeUrl", blob);
   img.hidden = false;
 }
 

@@ -3,7 +3,7 @@
 //! their values become the worker's [`OutputSpec`].
 
 use super::spec::{p, Kind, ParamSpec, Values};
-use crate::proto::{OutputFormat, OutputSpec, PngCompression};
+use crate::proto::{KeepMeta, OutputFormat, OutputSpec, PngCompression};
 
 /// Output parameters accepted by every image-producing operation (top-level
 /// query parameters of a pipeline).
@@ -68,6 +68,16 @@ pub const OUTPUT_PARAMS: &[ParamSpec] = &[
          them as they are and embeds the profile in JPEG, PNG and WebP output (AVIF and GIF \
          output, and ops that paint sRGB colours (pad, background, overlay, sepia, hue, rotate \
          off a right angle) convert as with srgb; format=auto then prefers WebP to AVIF)",
+    ),
+    p(
+        "keep",
+        Kind::Choice(&["none", "copyright", "all"]),
+        false,
+        Some("none"),
+        "metadata copied into JPEG, PNG and WebP output: none strips EXIF and XMP (GPS, camera \
+         serials); copyright keeps EXIF Artist and Copyright and XMP dc:creator, dc:rights and \
+         xmpRights; all keeps EXIF (orientation reset to 1 when autorotated) and XMP whole, and \
+         the colour profile as icc=keep unless icc=srgb is given",
     ),
     p(
         "autorotate",
@@ -142,7 +152,16 @@ pub(super) fn output_spec(values: &Values) -> (OutputSpec, bool) {
     if let Some(b) = values.bool("lossless") {
         output.lossless = b;
     }
-    output.keep_icc = values.choice("icc") == Some("keep");
+    output.keep_meta = match values.choice("keep") {
+        Some("copyright") => KeepMeta::Copyright,
+        Some("all") => KeepMeta::All,
+        _ => KeepMeta::None,
+    };
+    // keep=all keeps the profile too, unless icc=srgb says otherwise.
+    output.keep_icc = match values.choice("icc") {
+        Some(icc) => icc == "keep",
+        None => output.keep_meta == KeepMeta::All,
+    };
     if let Some(b) = values.bool("autorotate") {
         output.autorotate = b;
     }

@@ -1,9 +1,11 @@
-//! Encoding. Output never carries the input's metadata (EXIF, XMP,
-//! comments): the encoders below are given bare pixels, which strips GPS
-//! tags and other private data and keeps responses small. The one
-//! exception is asked for: with `icc=keep` the input's colour profile is
-//! embedded (JPEG APP2, PNG iCCP, WebP ICCP), since the pixels are then
-//! still in its space.
+//! Encoding. Output carries none of the input's metadata (EXIF, XMP,
+//! comments) unless asked: the encoders below are given bare pixels, which
+//! strips GPS tags and other private data and keeps responses small. What
+//! a request keeps ([`Embed`]) is written by the format's own container:
+//! the ICC profile with `icc=keep` (JPEG APP2, PNG iCCP, WebP ICCP), since
+//! the pixels are then still in its space, and the EXIF and XMP `keep=`
+//! chose (JPEG APP1, PNG eXIf and iTXt, WebP EXIF and XMP; see
+//! `metadata.rs`). AVIF and GIF output carry none of them.
 //!
 //! An animation written as GIF or WebP keeps every frame, its delay and its
 //! loop count. Written as JPEG or PNG it becomes its first frame only (APNG
@@ -24,6 +26,7 @@ use super::colour::Kept;
 use super::decode::{AnimFrame, Content};
 use super::error::EngineError;
 use super::lzw;
+use super::metadata::Metadata;
 use super::webp;
 use super::Tuning;
 
@@ -44,15 +47,86 @@ fn max_side(format: OutputFormat) -> u32 {
     }
 }
 
-/// Encodes `content` as `format` with the knobs of `spec`. See the module
-/// docs for animations.
+/// What a request keeps of its input in the output.
+pub struct Embed<'a> {
+    /// The profile `icc=keep` kept (see the engine's `keep_profile`).
+    pub kept: Option<&'a Kept>,
+    /// The EXIF and XMP `keep=` chose.
+    pub meta: &'a Metadata,
+}
+
+/// A JPEG APP marker holds at most this many bytes after its length.
+const APP_PAYLOAD: usize = 65_533;
+
+/// `meta` as JPEG APP1 payloads: EXIF after its `Exif\0\0` tag, XMP after
+/// its namespace. A block too large for one marker is left out (EXIF
+/// cannot be split; extended XMP is not written).
+fn app1_payloads(meta: &Metadata) -> Vec<Vec<u8>> {
+    let tagged = |tag: &[u8], block: &Option<Vec<u8>>| {
+        let block = block.as_ref()?;
+        (tag.len() + block.len() <= APP_PAYLOAD).then(|| [tag, block.as_slice()].concat())
+    };
+    [
+        tagged(b"Exif\0\0", &meta.exif),
+        tagged(b"http://ns.adobe.com/xap/1.0/\0", &meta.xmp),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// `bytes` (a WebP) with the profile and metadata to embed, through
+/// libwebp's mux; as it was when there are none.
+fn webp_with(bytes: Vec<u8>, icc: Option<&[u8]>, meta: &Metadata) -> Result<Vec<u8>, EngineError> {
+    let chunks: Vec<(&std::ffi::CStr, &[u8])> = [
+        icc.map(|b| (c"ICCP", b)),
+        meta.exif.as_deref().map(|b| (c"EXIF", b)),
+        meta.xmp.as_deref().map(|b| (c"XMP ", b)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if chunks.is_empty() {
+        return Ok(bytes);
+    }
+    webp::with_chunks(&bytes, &chunks).map_err(|e| EngineError::encoding(e, OutputFormat::Webp))
+}
+
+/// `png` with `xmp` as an uncompressed `iTXt` chunk keyed
+/// `XML:com.adobe.xmp` (where XMP's spec puts it), right after `IHDR`:
+/// readers that stop at the first `IDAT` (image's, Pillow's on open) see
+/// only the chunks before it.
+fn png_with_xmp(png: Vec<u8>, xmp: &[u8]) -> Result<Vec<u8>, EngineError> {
+    // The signature, then IHDR: length, type, 13 bytes, CRC.
+    const AFTER_IHDR: usize = 8 + 4 + 4 + 13 + 4;
+    let mut body = b"iTXtXML:com.adobe.xmp\0\0\0\0\0".to_vec();
+    body.extend_from_slice(xmp);
+    let length = u32::try_from(body.len() - 4)
+        .map_err(|_| EngineError::BadParameter("the XMP packet is too large".to_string()))?;
+    if png.get(12..16) != Some(b"IHDR") || png.len() < AFTER_IHDR {
+        return Err(EngineError::Internal(
+            "the PNG encoder's output does not start with IHDR".to_string(),
+        ));
+    }
+    let mut out = Vec::with_capacity(png.len() + body.len() + 8);
+    out.extend_from_slice(&png[..AFTER_IHDR]);
+    out.extend_from_slice(&length.to_be_bytes());
+    out.extend_from_slice(&body);
+    out.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
+    out.extend_from_slice(&png[AFTER_IHDR..]);
+    Ok(out)
+}
+
+/// Encodes `content` as `format` with the knobs of `spec`, embedding what
+/// `embed` keeps. See the module docs for animations.
 pub fn encode(
     content: Content,
     format: OutputFormat,
     spec: &OutputSpec,
     tuning: &Tuning,
-    kept: Option<&Kept>,
+    embed: Embed<'_>,
 ) -> Result<(Vec<u8>, ImageMeta), EngineError> {
+    let Embed { kept, meta: keep } = embed;
     let quality = spec.quality;
     let (width, height) = content.dimensions();
     let side = max_side(format);
@@ -78,11 +152,8 @@ pub fn encode(
                 webp_settings(spec),
             )
             .map_err(|e| EngineError::encoding(e, format))?;
-            let bytes = match kept {
-                Some(k) if !k.grey => webp::with_icc(&bytes, &k.bytes)
-                    .map_err(|e| EngineError::encoding(e, format))?,
-                _ => bytes,
-            };
+            let icc = kept.filter(|k| !k.grey).map(|k| k.bytes.as_slice());
+            let bytes = webp_with(bytes, icc, keep)?;
             let frames = webp::frame_count(&bytes);
             return Ok((bytes, meta(format, width, height, frames)));
         }
@@ -107,18 +178,15 @@ pub fn encode(
         _ => (frames, None),
     };
     let bytes = match format {
-        OutputFormat::Jpeg => {
-            encode_jpeg(image, quality, spec.progressive, tuning.libjpeg_encode, icc)?
-        }
-        OutputFormat::Png => encode_png(image, spec.compression, icc)?,
-        OutputFormat::Webp => {
-            let bytes = encode_webp(image, webp_settings(spec))?;
-            match icc {
-                Some(icc) => webp::with_icc(&bytes, icc)
-                    .map_err(|e| EngineError::encoding(e, OutputFormat::Webp))?,
-                None => bytes,
-            }
-        }
+        OutputFormat::Jpeg => encode_jpeg(
+            image,
+            quality,
+            spec.progressive,
+            tuning.libjpeg_encode,
+            (icc, keep),
+        )?,
+        OutputFormat::Png => encode_png(image, spec.compression, icc, keep)?,
+        OutputFormat::Webp => webp_with(encode_webp(image, webp_settings(spec))?, icc, keep)?,
         OutputFormat::Avif => super::avif::encode(image, quality, spec.effort)?,
         OutputFormat::Gif => gif_encoder(tuning)(
             vec![AnimFrame {
@@ -171,9 +239,10 @@ fn encode_jpeg(
     quality: u8,
     progressive: bool,
     turbo: bool,
-    icc: Option<&[u8]>,
+    (icc, meta): (Option<&[u8]>, &Metadata),
 ) -> Result<Vec<u8>, EngineError> {
     let quality = quality.clamp(1, 100);
+    let app1 = app1_payloads(meta);
     let fail = |e: jpeg_encoder::EncodingError| EngineError::encoding(e, OutputFormat::Jpeg);
     let (w, h) = match (u16::try_from(image.width()), u16::try_from(image.height())) {
         (Ok(w), Ok(h)) => (w, h),
@@ -205,13 +274,16 @@ fn encode_jpeg(
             grey,
             quality,
             progressive,
-            icc,
+            (icc, &app1),
         )
         .ok_or_else(|| EngineError::Internal("the JPEG encoder failed".to_string()));
     }
     let mut out = Vec::new();
     let mut encoder = jpeg_encoder::Encoder::new(&mut out, quality);
     encoder.set_progressive(progressive);
+    for payload in app1 {
+        encoder.add_app_segment(1, payload).map_err(fail)?;
+    }
     if let Some(icc) = icc {
         encoder.add_icc_profile(icc).map_err(fail)?;
     }
@@ -248,6 +320,7 @@ fn encode_png(
     image: DynamicImage,
     compression: PngCompression,
     icc: Option<&[u8]>,
+    meta: &Metadata,
 ) -> Result<Vec<u8>, EngineError> {
     let image = match image {
         DynamicImage::ImageRgb32F(_) => DynamicImage::ImageRgb16(image.into_rgb16()),
@@ -266,10 +339,18 @@ fn encode_png(
             .set_icc_profile(icc.to_vec())
             .map_err(|e| EngineError::Internal(format!("png: {e}")))?;
     }
+    if let Some(exif) = &meta.exif {
+        encoder
+            .set_exif_metadata(exif.clone())
+            .map_err(|e| EngineError::Internal(format!("png: {e}")))?;
+    }
     image
         .write_with_encoder(encoder)
         .map_err(|e| EngineError::encoding(e, OutputFormat::Png))?;
-    Ok(out)
+    match &meta.xmp {
+        Some(xmp) => png_with_xmp(out, xmp),
+        None => Ok(out),
+    }
 }
 
 /// A still WebP through libwebp, lossy at `quality` or lossless, from 8-bit

@@ -275,7 +275,7 @@ pub fn encode(
     grey: bool,
     quality: u8,
     progressive: bool,
-    icc: Option<&[u8]>,
+    (icc, app1): (Option<&[u8]>, &[Vec<u8>]),
 ) -> Option<Vec<u8>> {
     catch_unwind(AssertUnwindSafe(|| {
         let space = if grey {
@@ -293,8 +293,12 @@ pub fn encode(
         }
         let estimate = pixels.len() / 8 + 4096;
         let mut started = comp.start_compress(Vec::with_capacity(estimate)).ok()?;
+        // Before any scan, as the markers must be: EXIF and XMP, then
+        // the profile.
+        for payload in app1 {
+            started.write_marker(Marker::APP(1), payload);
+        }
         if let Some(icc) = icc {
-            // Before any scan, as the markers must be.
             for marker in icc_markers(icc)? {
                 started.write_marker(Marker::APP(2), &marker);
             }
@@ -352,7 +356,15 @@ mod tests {
 
     #[test]
     fn libjpeg_checks_its_own_dimensions() {
-        let jpeg = encode(&[128u8; 64 * 48 * 3], (64, 48), false, 90, false, None).expect("encode");
+        let jpeg = encode(
+            &[128u8; 64 * 48 * 3],
+            (64, 48),
+            false,
+            90,
+            false,
+            (None, &[]),
+        )
+        .expect("encode");
         let fits = Limits::default();
         let picture = decode(&jpeg, &fits, FULL)
             .expect("within the limits")

@@ -45,6 +45,7 @@ mod jxl;
 mod libjpeg;
 mod limits;
 mod lzw;
+mod metadata;
 mod ops;
 mod overlay;
 mod pixel;
@@ -62,7 +63,7 @@ use std::time::Instant;
 use image::metadata::Orientation;
 use image::{ColorType, DynamicImage};
 
-use crate::proto::{ImageInfo, ImageMeta, Op, OutputFormat, Task, Timing, WorkError};
+use crate::proto::{ImageInfo, ImageMeta, KeepMeta, Op, OutputFormat, Task, Timing, WorkError};
 
 use decode::{AnimFrame, Animation, Content, Decoded};
 use error::EngineError;
@@ -273,6 +274,9 @@ fn run_task(
         timing.decode_us = micros_since(started);
         let decoded = decoded?;
         let mut info = info_of(&decoded, input.len());
+        let found = metadata::read(input, decoded.format);
+        info.exif = found.exif.is_some();
+        info.xmp = found.xmp.is_some();
         if decoded.format == InputFormat::Tiff {
             info.pages = tiffdec::page_count(input, task.limits.max_frames.max(1));
         }
@@ -325,7 +329,19 @@ fn run_task(
         Content::Still(_) => input_format.default_output(),
     });
     let started = Instant::now();
-    let encoded = encode::encode(content, format, &task.output, tuning, kept.as_ref());
+    let meta = match task.output.keep_meta {
+        KeepMeta::None => metadata::Metadata::default(),
+        keep => metadata::for_output(
+            metadata::read(input, input_format),
+            keep,
+            task.output.autorotate,
+        ),
+    };
+    let embed = encode::Embed {
+        kept: kept.as_ref(),
+        meta: &meta,
+    };
+    let encoded = encode::encode(content, format, &task.output, tuning, embed);
     timing.encode_us = micros_since(started);
     let (bytes, meta) = encoded?;
     Ok(Product::Image { bytes, meta })
@@ -638,6 +654,8 @@ fn empty_info(bytes: usize) -> ImageInfo {
         orientation: 1,
         pages: 0,
         icc: None,
+        exif: false,
+        xmp: false,
         bytes: bytes as u64,
     }
 }
@@ -668,6 +686,9 @@ fn info_of(decoded: &Decoded, bytes: usize) -> ImageInfo {
             .icc
             .as_deref()
             .map(|icc| colour::description(icc).unwrap_or_else(|| "unnamed".to_string())),
+        // Filled in by the info request, which reads the metadata.
+        exif: false,
+        xmp: false,
         bytes: bytes as u64,
     }
 }

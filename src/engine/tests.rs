@@ -781,6 +781,8 @@ fn info_describes_the_file() {
             orientation: 1,
             pages: 1,
             icc: Some("sRGB IEC61966-2-1 black scaled".to_string()),
+            exif: false,
+            xmp: false,
             bytes: read(CAT).len() as u64,
         }
     );
@@ -1159,8 +1161,15 @@ fn blur_on_a_shrunk_jpeg_decode_stays_close_to_an_exact_gaussian() {
     let crop = portrait_crop(241, 181);
     // 4:2:0, as most photos: the chroma is then decoded by a full 8x8
     // inverse DCT even at 1/2, the fast integer one on this path.
-    let input = super::libjpeg::encode(crop.as_raw(), crop.dimensions(), false, 95, false, None)
-        .expect("encode");
+    let input = super::libjpeg::encode(
+        crop.as_raw(),
+        crop.dimensions(),
+        false,
+        95,
+        false,
+        (None, &[]),
+    )
+    .expect("encode");
     let reference = match decode::decode(&input, &Limits::default(), None, &Tuning::default())
         .expect("decode")
         .content

@@ -265,10 +265,11 @@ impl Drop for Mux {
     }
 }
 
-/// `webp` (a still or an animation from the encoders above) with `icc` as
-/// its `ICCP` chunk (`icc=keep`). libwebp's mux writes the extended
-/// (`VP8X`) header with its ICC flag, which a plain file lacks.
-pub fn with_icc(webp: &[u8], icc: &[u8]) -> Result<Vec<u8>, WebpError> {
+/// `webp` (a still or an animation from the encoders above) with
+/// `chunks` added, each a fourcc (`ICCP` for `icc=keep`, `EXIF`, `XMP `
+/// for `keep=`) and its payload. libwebp's mux writes the extended
+/// (`VP8X`) header with the matching flags, which a plain file lacks.
+pub fn with_chunks(webp: &[u8], chunks: &[(&CStr, &[u8])]) -> Result<Vec<u8>, WebpError> {
     let input = ffi::WebPData {
         bytes: webp.as_ptr(),
         size: webp.len(),
@@ -282,17 +283,17 @@ pub fn with_icc(webp: &[u8], icc: &[u8]) -> Result<Vec<u8>, WebpError> {
         ));
     }
     let mux = Mux(raw);
-    let profile = ffi::WebPData {
-        bytes: icc.as_ptr(),
-        size: icc.len(),
-    };
-    // SAFETY: the mux is live, the fourcc is a NUL-terminated 4-byte tag,
-    // `profile` describes `icc` and is copied (copy_data = 1).
-    let set = unsafe { ffi::WebPMuxSetChunk(mux.0, c"ICCP".as_ptr(), &profile, 1) };
-    if set != ffi::WebPMuxError::WEBP_MUX_OK {
-        return Err(WebpError::Encode(format!(
-            "adding the ICC profile: {set:?}"
-        )));
+    for (fourcc, payload) in chunks {
+        let data = ffi::WebPData {
+            bytes: payload.as_ptr(),
+            size: payload.len(),
+        };
+        // SAFETY: the mux is live, the fourcc is a NUL-terminated 4-byte
+        // tag, `data` describes `payload` and is copied (copy_data = 1).
+        let set = unsafe { ffi::WebPMuxSetChunk(mux.0, fourcc.as_ptr(), &data, 1) };
+        if set != ffi::WebPMuxError::WEBP_MUX_OK {
+            return Err(WebpError::Encode(format!("adding {fourcc:?}: {set:?}")));
+        }
     }
     let mut data = ffi::WebPData::default();
     // SAFETY: the mux is live; `data` receives a buffer libwebp allocates.
@@ -301,7 +302,7 @@ pub fn with_icc(webp: &[u8], icc: &[u8]) -> Result<Vec<u8>, WebpError> {
         // SAFETY: clearing an empty or filled WebPData is valid.
         unsafe { ffi::WebPDataClear(&mut data) };
         return Err(WebpError::Encode(format!(
-            "assembling with the ICC profile: {done:?}"
+            "assembling with the added chunks: {done:?}"
         )));
     }
     // SAFETY: after a successful assemble `data` describes a live, non-null

@@ -402,6 +402,8 @@ pub fn document(url_sources: bool) -> Json {
                         "orientation": {"type": "integer", "minimum": 1, "maximum": 8},
                         "pages": {"type": "integer", "minimum": 0, "description": "pages of a multi-page TIFF; 1 otherwise"},
                         "icc": {"type": "string", "nullable": true, "description": "the embedded ICC profile's description; null without one"},
+                        "exif": {"type": "boolean", "description": "the input carries EXIF"},
+                        "xmp": {"type": "boolean", "description": "the input carries an XMP packet"},
                         "bytes": {"type": "integer"},
                     },
                 },

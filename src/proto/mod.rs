@@ -19,7 +19,7 @@ pub use types::*;
 /// Bumped whenever a message changes shape. The first frame each way is a
 /// [`Hello`] carrying it; a worker binary from another build is refused with
 /// a clear message instead of a garbled reply.
-pub const PROTOCOL_VERSION: u32 = 9;
+pub const PROTOCOL_VERSION: u32 = 10;
 
 /// Checks a peer's hello against ours.
 pub fn check_hello(hello: &Hello) -> Result<(), ProtoError> {

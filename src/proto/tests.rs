@@ -99,6 +99,8 @@ fn reply_round_trips_async() {
             orientation: 1,
             pages: 1,
             icc: None,
+            exif: true,
+            xmp: false,
             bytes: 1234,
         }),
         timing: Timing::default(),

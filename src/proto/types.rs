@@ -295,6 +295,19 @@ impl OutputFormat {
     }
 }
 
+/// Which of the input's metadata (EXIF, XMP) goes into the output
+/// (`keep=`). Stripped by default: EXIF carries GPS positions and camera
+/// serial numbers that a published thumbnail should not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeepMeta {
+    None,
+    /// EXIF Artist and Copyright, and XMP's creator and rights statements.
+    Copyright,
+    /// EXIF (orientation reset to 1 once the pixels are upright), XMP,
+    /// and the ICC profile as `icc=keep`.
+    All,
+}
+
 /// Deflate effort of PNG output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PngCompression {
@@ -329,6 +342,8 @@ pub struct OutputSpec {
     /// embed that profile in the output (JPEG, PNG, WebP), instead of
     /// converting to sRGB.
     pub keep_icc: bool,
+    /// `keep=`: the metadata copied into JPEG, PNG and WebP output.
+    pub keep_meta: KeepMeta,
 }
 
 impl Default for OutputSpec {
@@ -344,6 +359,7 @@ impl Default for OutputSpec {
             effort: 4,
             page: 0,
             keep_icc: false,
+            keep_meta: KeepMeta::None,
         }
     }
 }
@@ -527,6 +543,10 @@ pub struct ImageInfo {
     /// The description of the embedded ICC profile (`unnamed` when it has
     /// none that reads); `None` without a profile.
     pub icc: Option<String>,
+    /// The input carries an EXIF block.
+    pub exif: bool,
+    /// The input carries an XMP packet.
+    pub xmp: bool,
     /// Size of the input in bytes.
     pub bytes: u64,
 }

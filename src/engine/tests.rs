@@ -781,7 +781,8 @@ fn info_describes_the_file() {
             orientation: 1,
             pages: 1,
             icc: Some("sRGB IEC61966-2-1 black scaled".to_string()),
-            exif: false,
+            // The photo carries a camera's EXIF block.
+            exif: true,
             xmp: false,
             bytes: read(CAT).len() as u64,
         }
